@@ -1,0 +1,36 @@
+# Quick start: `make run` then `make test`. Both are idempotent: they create .venv and install the project only
+# when missing or out of date, and install the Debian dataset only when its files are missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Until the QAT algorithms land (issue 4), `make run` runs the FP32 cell of the default grid point;
+# then it becomes `algo=lsq hw=tvm`.
+RUN_ARGS ?= algo=fp32
+
+.PHONY: run test venv dataset lint clean
+
+run: venv dataset
+	@echo ">>> python -m bench run $(RUN_ARGS)   (FP32 pretrain + evaluation of the default cell: QAT lands with issue 4)"
+	$(BIN)/python -m bench run $(RUN_ARGS)
+
+test: venv dataset
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "error: could not create $(VENV); install venv support: sudo apt-get install -y python3-venv"; exit 1; }
+	$(BIN)/pip install --upgrade-strategy only-if-needed -e '.[dev]'
+	@touch $@
+
+dataset:
+	@bash scripts/ensure_dataset.sh
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,107 @@
+"""Shared plumbing of the Hydra-based verbs: one-line errors, validation before Hydra writes anything."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from bench.config import CONF_DIR, GROUPS, check_overrides, group_options, register_configs, validate
+from bench.errors import BenchError
+
+
+def fail(msg: str, code: int = 2) -> int:
+    """Print one error line to stderr and return the exit code."""
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def first_line(e: BaseException) -> str:
+    """A one-line description of an exception from Hydra/OmegaConf (whose messages span lines)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    head = lines[0] if lines else type(e).__name__
+    cause = e.__cause__ or e.__context__
+    if cause is not None and str(cause).strip():
+        head = f"{head}: {str(cause).strip().splitlines()[0]}"
+    key = next((ln for ln in lines if ln.startswith("full_key:")), None)
+    return f"{head} ({key})" if key and key not in head else head
+
+
+def compose_and_validate(overrides: list[str]) -> DictConfig:
+    """Compose the config as Hydra will, and validate it, before any output is written."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from bench.algos import ALGOS
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise BenchError(f"invalid override: {first_line(e)}") from None
+    validate(cfg)
+    ALGOS.get(cfg.algo.name).check(cfg)
+    return cfg
+
+
+def help_text(verb: str, summary: str, examples: list[str]) -> str:
+    """Help of a Hydra verb: summary, config groups and their options, examples."""
+    usage = f"usage: python -m bench {verb} [-m] [group=option ...] [key=value ...]"
+    lines = [usage, "", summary, "", "config groups:"]
+    for g in GROUPS:
+        opts = group_options(g)
+        lines.append(f"  {g:<10} {', '.join(opts) if opts else '(none yet)'}")
+    lines += ["", "examples:"] + [f"  {e}" for e in examples]
+    lines += [
+        "",
+        "Any config value can be overridden as key=value (e.g. baseline.epochs=3, data.root=/path).",
+        "Show the composed config: --cfg job. Hydra's own help: --hydra-help. Axes in detail: python -m bench list.",
+    ]
+    return "\n".join(lines)
+
+
+def launch(verb: str, argv: list[str], task: Callable[[DictConfig], None], extra: list[str] | None = None) -> int:
+    """Validate ``argv`` (one-line errors, nothing written), then hand it to a Hydra main running ``task``."""
+    import hydra
+
+    register_configs()
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        check_overrides(overrides)
+        # single runs are composed and checked up front so that bad input writes nothing; multirun jobs
+        # are checked one by one (a failing cell is recorded as failed and the sweep goes on)
+        if not any(a in ("-m", "--multirun") or a.startswith("--") for a in argv):
+            compose_and_validate(overrides + (extra or []))
+    except BenchError as e:
+        return fail(str(e))
+    sys.argv = [f"bench {verb}", *argv, *(extra or [])]
+    main = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(task)
+    try:
+        main()
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else fail(e.code)
+    return 0
+
+
+def remove_if_empty_run_dir(path: str | Path, runs_dir: str | Path) -> None:
+    """Remove a run dir that holds nothing but Hydra's own files (a cell that failed before any work), and the
+    parent folders up to ``runs_dir`` that this left empty: bad input leaves nothing behind."""
+    p = Path(path).resolve()
+    if not p.is_dir():
+        return
+    leftovers = [c for c in p.iterdir() if c.name != ".hydra" and not c.name.endswith(".log")]
+    if leftovers:
+        return
+    shutil.rmtree(p, ignore_errors=True)
+    runs = Path(runs_dir).resolve()
+    for parent in p.parents:
+        if parent != runs and runs not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # only succeeds when empty
+        except OSError:
+            break

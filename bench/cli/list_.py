@@ -1,0 +1,71 @@
+"""``python -m bench list [axis]``: what each grid axis offers."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.config import CONF_DIR, GROUPS, group_options
+
+AXES = ("algo", "hw", "arch", "data", "bits", "calib", "train", "baseline", "debug", "experiment")
+
+
+def _yaml_comment(group: str, name: str) -> str:
+    # first comment line of the YAML file: each option documents itself there
+    for line in (CONF_DIR / group / f"{name}.yaml").read_text().splitlines():
+        if line.startswith("#") and not line.startswith("# @package"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def rows(axis: str) -> list[tuple[str, str]]:
+    """(name, description) pairs of one axis."""
+    if axis == "algo":
+        from bench.algos import ALGOS, Planned
+
+        out = []
+        for name in ALGOS.names():
+            a = ALGOS.get(name)
+            state = "planned: " + a.capability.split(" (")[0] if isinstance(a, Planned) else "available"
+            out.append((name, f"[{a.kind}] {a.description} ({state})"))
+        return out
+    if axis == "hw":
+        from omegaconf import OmegaConf
+
+        out = []
+        for name in group_options("hw"):
+            c = OmegaConf.load(CONF_DIR / "hw" / f"{name}.yaml")
+            out.append((name, f"{c.hardware}; graph {c.graph}, bn_fold {c.bn_fold}: {c.description}"))
+        return out
+    if axis == "arch":
+        from bench.models import ARCH_INFO
+
+        out = []
+        for name in group_options("arch"):
+            info = ARCH_INFO.get(name, {})
+            track = info.get("track", "?")
+            out.append((name, f"[{track}, {info.get('input_size', '?')} px] {_yaml_comment('arch', name)}"))
+        return out
+    return [(name, _yaml_comment(axis, name) or _flat(axis, name)) for name in group_options(axis)]
+
+
+def _flat(group: str, name: str) -> str:
+    from omegaconf import OmegaConf
+
+    c = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"))
+    return " ".join(f"{k}={v}" for k, v in c.items()) if isinstance(c, dict) else ""
+
+
+def main(argv: list[str]) -> int:
+    """Entry of the ``list`` verb."""
+    p = argparse.ArgumentParser(prog="python -m bench list", description="Show the options of each grid axis.")
+    p.add_argument("axis", nargs="?", choices=AXES, help="one axis (default: all)")
+    args = p.parse_args(argv)
+    for axis in [args.axis] if args.axis else AXES:
+        assert axis in GROUPS
+        print(f"{axis}:")
+        items = rows(axis)
+        if not items:
+            print("  (none yet)")
+        for name, desc in items:
+            print(f"  {name:<24} {desc}")
+    return 0

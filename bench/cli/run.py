@@ -1,0 +1,56 @@
+"""``python -m bench run``: one grid cell (or a sweep with ``-m``) through ``runner.run``."""
+
+from __future__ import annotations
+
+import logging
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from bench.cli.hydra_app import fail, help_text, launch, remove_if_empty_run_dir
+from bench.errors import BenchError
+
+log = logging.getLogger("bench.run")
+
+SUMMARY = (
+    "Runs one cell of the grid algorithm x arch x hardware profile x bit-width: load (or train and cache) the FP32\n"
+    "baseline, apply the algorithm, evaluate, write result.json (+ metrics.jsonl) under runs/<track>/.\n"
+    "Defaults: algo=fp32 hw=academic arch=resnet18_mini bits=w4a4 data=fashion_mnist. An identical cell that was\n"
+    "already recorded is skipped. Only algo=fp32 is implemented in this version; the others fail with a reason."
+)
+EXAMPLES = [
+    "python -m bench run                                  # FP32 reference cell on the embedded default",
+    "python -m bench run arch=mobilenetv2_mini seed=1",
+    "python -m bench run algo=lsq hw=tvm                  # once the QAT issue has landed",
+    "python -m bench run -m arch=resnet18_mini,resnet50_mini   # a local sweep",
+    "python -m bench run data=synthetic arch=tiny debug=smoke  # seconds",
+]
+
+
+def task(cfg: DictConfig) -> None:
+    """Hydra task: run the cell; a BenchError ends a single run with one line, a sweep cell with a failed record."""
+    from bench import runner
+
+    hc = HydraConfig.get()
+    out = hc.runtime.output_dir
+    try:
+        runner.run(cfg, out)
+    except BenchError as e:
+        if hc.mode == RunMode.MULTIRUN:
+            path = runner.write_failed(cfg, out, str(e))
+            print(f"error: {e} (cell recorded as failed: {path})")
+            return
+        remove_if_empty_run_dir(out, cfg.runs_dir)
+        raise SystemExit(f"{e}") from None
+
+
+def main(argv: list[str]) -> int:
+    """Entry of the ``run`` verb."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text("run", SUMMARY, EXAMPLES))
+        return 0
+    try:
+        return launch("run", argv, task)
+    except BenchError as e:
+        return fail(str(e))

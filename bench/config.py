@@ -1,0 +1,277 @@
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore, and value validation.
+
+The YAML files under ``conf/`` fill these schemas; Hydra rejects unknown keys and wrong types, and
+:func:`validate` rejects bad values (unknown names, out-of-range numbers, missing paths) with one line each.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from bench.errors import BenchError
+
+CONF_DIR = Path(os.environ.get("BENCH_CONF", Path(__file__).resolve().parent.parent / "conf"))
+
+SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # 16/32 bypass quantization (debugging workflow)
+CALIB_WEIGHT = ("minmax", "mse", "kld", "quantile", "norm", "meanstd")
+CALIB_ACT = (*CALIB_WEIGHT, "bn")
+BIAS_CORRECTION = ("none", "empirical", "analytic")
+
+
+class ConfigError(BenchError):
+    """A bad config value or combination."""
+
+
+@dataclass
+class AlgoConfig:
+    """Which algorithm runs the cell (a registry name) and its own options."""
+
+    name: str = "fp32"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CalibConfig:
+    """Calibration observers used for PTQ and to initialise QAT (MQBench App. C)."""
+
+    weight: str = "minmax"
+    act: str = "minmax"
+
+
+@dataclass
+class HwConfig:
+    """A hardware profile (MQBench Table 2). The quantizer specs arrive with the quantization core."""
+
+    name: str = "academic"
+    provider: str = "-"
+    hardware: str = "-"
+    graph: int = 1
+    bn_fold: int = -1
+    description: str = ""
+
+
+@dataclass
+class BitsConfig:
+    """Weight and activation bit-widths."""
+
+    w: int = 4
+    a: int = 4
+
+
+@dataclass
+class ArchConfig:
+    """An architecture and its MQBench Table 3 fine-tuning hyper-parameters."""
+
+    name: str = "resnet18_mini"
+    lr: float = 0.004
+    weight_decay: float = 1e-4
+    bn_weight_decay: bool = True  # Table 3 '*': no weight decay on BN parameters for the mobile family
+    batch_size: int = 128
+    checkpoint: str | None = None  # user FP32 weights (ImageNet archs); replaces the cached baseline
+
+
+@dataclass
+class DataConfig:
+    """A dataset and how it is loaded."""
+
+    name: str = "fashion_mnist"
+    track: str = "fmnist-mini"
+    root: str | None = None
+    eval_batch_size: int = 512
+    num_workers: int = 0
+    augment: bool = True
+    calib_size: int = 1024
+
+
+@dataclass
+class TrainConfig:
+    """A training recipe for the unified loop. ``None`` takes the arch's Table 3 value."""
+
+    epochs: int = 1
+    lr: float | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
+    momentum: float = 0.9
+    nesterov: bool = True
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    min_lr: float = 0.0
+    seed: int = 0  # only used by the baseline recipe: every cell fine-tunes the same FP32 model
+
+
+@dataclass
+class QuantConfig:
+    """Overrides of the hardware profile's graph rules (consumed by the quantization core)."""
+
+    graph: int | None = None
+    bn_fold: int | None = None
+    report: bool = False
+
+
+@dataclass
+class PtqConfig:
+    """Post-training options (consumed by the PTQ methods)."""
+
+    bn_recalib: bool = False
+    cle: bool = False
+    bias_correction: str = "none"
+
+
+@dataclass
+class DebugConfig:
+    """``debug=smoke`` caps batches so any cell finishes in seconds."""
+
+    smoke: bool = False
+    max_train_batches: int | None = None
+    max_eval_batches: int | None = None
+
+
+@dataclass
+class BenchConfig:
+    """The whole config of one grid cell."""
+
+    algo: AlgoConfig = MISSING
+    calib: CalibConfig = MISSING
+    hw: HwConfig = MISSING
+    bits: BitsConfig = MISSING
+    arch: ArchConfig = MISSING
+    data: DataConfig = MISSING
+    train: TrainConfig = MISSING
+    baseline: TrainConfig = MISSING
+    debug: DebugConfig = MISSING
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    ptq: PtqConfig = field(default_factory=PtqConfig)
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads; None = all cores
+    progress: bool = True
+    runs_dir: str = "runs"
+    cache_dir: str | None = None  # FP32 baselines; None = $BENCH_CACHE or ~/.cache/bench
+    skip_existing: bool = True
+
+
+# Fields that do not change what a cell computes: left out of config_hash.
+NON_RESULT_KEYS = ("runs_dir", "cache_dir", "progress", "threads", "skip_existing", "data.num_workers", "quant.report")
+
+GROUPS = ("algo", "calib", "hw", "bits", "arch", "data", "train", "baseline", "debug", "experiment")
+
+
+def register_configs() -> None:
+    """Register the schemas so YAML files are type-checked against them."""
+    cs = ConfigStore.instance()
+    cs.store(name="bench_schema", node=BenchConfig)
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the YAML files of a config group under ``conf/``."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Reject ``group=value`` overrides naming an option that does not exist, in one line.
+
+    Hydra's own message is several lines; users mostly mistype an arch or profile name.
+    """
+    for ov in overrides:
+        if "=" not in ov or ov.startswith(("+", "~", "hydra")):
+            continue
+        key, value = ov.split("=", 1)
+        key = key.removeprefix("++")
+        if key not in GROUPS or value in ("null", ""):
+            continue
+        options = group_options(key)
+        for v in value.split(","):  # multirun sweeps: a,b,c
+            if v not in options:
+                raise ConfigError(f"unknown {key} {v!r}; accepted: {', '.join(options)}")
+
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def validate(cfg: DictConfig | BenchConfig) -> None:
+    """Check every value of a composed config; raise :class:`ConfigError` with one line on the first bad one."""
+    from bench.algos import ALGOS
+    from bench.data import DATASETS
+    from bench.models import ARCHS
+
+    c = cfg
+    _check_keys(cfg)
+    ALGOS.get(c.algo.name)
+    ARCHS.get(c.arch.name)
+    DATASETS.get(c.data.name)
+    hw_names = group_options("hw")
+    _need(c.hw.name in hw_names, f"unknown hw {c.hw.name!r}; accepted: {', '.join(hw_names)}")
+    for kind in ("w", "a"):
+        b = c.bits[kind]
+        _need(b in SUPPORTED_BITS, f"bits.{kind}={b} out of range; accepted: 2..8 (16/32 bypass quantization)")
+    _need(
+        c.calib.weight in CALIB_WEIGHT, f"unknown calib.weight {c.calib.weight!r}; accepted: {', '.join(CALIB_WEIGHT)}"
+    )
+    _need(c.calib.act in CALIB_ACT, f"unknown calib.act {c.calib.act!r}; accepted: {', '.join(CALIB_ACT)}")
+    _need(
+        c.ptq.bias_correction in BIAS_CORRECTION,
+        f"unknown ptq.bias_correction {c.ptq.bias_correction!r}; accepted: {', '.join(BIAS_CORRECTION)}",
+    )
+    if c.quant.graph is not None:
+        _need(c.quant.graph in (1, 2, 3), f"quant.graph={c.quant.graph} invalid; accepted: 1, 2, 3")
+    if c.quant.bn_fold is not None:
+        _need(c.quant.bn_fold in range(-1, 5), f"quant.bn_fold={c.quant.bn_fold} invalid; accepted: -1, 0, 1, 2, 3, 4")
+    _need(c.arch.lr > 0, f"arch.lr={c.arch.lr} must be > 0")
+    _need(c.arch.weight_decay >= 0, f"arch.weight_decay={c.arch.weight_decay} must be >= 0")
+    _need(c.arch.batch_size > 0, f"arch.batch_size={c.arch.batch_size} must be > 0")
+    if c.arch.checkpoint is not None:
+        _need(Path(c.arch.checkpoint).is_file(), f"arch.checkpoint={c.arch.checkpoint!r} does not exist")
+    for name in ("train", "baseline"):
+        t = c[name]
+        _need(t.epochs >= 0, f"{name}.epochs={t.epochs} must be >= 0")
+        _need(t.lr is None or t.lr > 0, f"{name}.lr={t.lr} must be > 0")
+        _need(t.weight_decay is None or t.weight_decay >= 0, f"{name}.weight_decay={t.weight_decay} must be >= 0")
+        _need(t.batch_size is None or t.batch_size > 0, f"{name}.batch_size={t.batch_size} must be > 0")
+        _need(0 <= t.momentum < 1, f"{name}.momentum={t.momentum} must be in [0, 1)")
+        _need(t.warmup_epochs >= 0, f"{name}.warmup_epochs={t.warmup_epochs} must be >= 0")
+        _need(0 <= t.label_smoothing < 1, f"{name}.label_smoothing={t.label_smoothing} must be in [0, 1)")
+    d = c.data
+    _need(d.eval_batch_size > 0, f"data.eval_batch_size={d.eval_batch_size} must be > 0")
+    _need(d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0")
+    _need(d.calib_size > 0, f"data.calib_size={d.calib_size} must be > 0")
+    if d.root is not None:
+        _need(Path(d.root).is_dir(), f"data.root={d.root!r} does not exist or is not a directory")
+    for key in ("max_train_batches", "max_eval_batches"):
+        v = c.debug[key]
+        _need(v is None or v > 0, f"debug.{key}={v} must be > 0")
+    _need(c.threads is None or c.threads > 0, f"threads={c.threads} must be > 0")
+
+
+def _check_keys(cfg: Any) -> None:
+    # `+key=value` overrides bypass the schema; a typo there must not be silently ignored
+    from dataclasses import fields, is_dataclass
+
+    schema = BenchConfig
+    for name in cfg.keys():
+        if name == "hydra":
+            continue
+        top = {f.name: f for f in fields(schema)}
+        if name not in top:
+            raise ConfigError(f"unknown config key {name!r}; accepted: {', '.join(top)}")
+        sub = top[name]
+        sub_type = sub.type if not isinstance(sub.type, str) else globals().get(sub.type)
+        if sub_type is not None and is_dataclass(sub_type):
+            allowed = [f.name for f in fields(sub_type)]
+            for key in cfg[name].keys():
+                if key not in allowed:
+                    raise ConfigError(f"unknown config key {name}.{key}; accepted: {', '.join(allowed)}")
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain Python containers (no Hydra node)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)
+    data.pop("hydra", None)
+    return data

@@ -1,0 +1,33 @@
+"""Top-1 / top-5 evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, max_batches: int | None = None) -> dict[str, float]:
+    """Evaluate ``model`` in eval mode; returns top1/top5 in percent, mean loss and the sample count."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = 0
+    loss_sum = 0.0
+    n = 0
+    for i, (x, y) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        k = min(5, logits.shape[1])
+        topk = logits.topk(k, dim=1).indices
+        hit = topk.eq(y[:, None])
+        correct1 += hit[:, 0].sum().item()
+        correct5 += hit.any(dim=1).sum().item()
+        n += y.numel()
+    model.train(was_training)
+    if n == 0:
+        return {"top1": 0.0, "top5": 0.0, "loss": float("nan"), "n": 0}
+    return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n, "n": n}

@@ -1,0 +1,160 @@
+"""The result record of one cell (DESIGN.md Sec. 5): schema, atomic write, lookup and collection."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RECORD_NAME = "result.json"
+STATUSES = ("ok", "nc", "failed")
+
+
+@dataclass
+class ResultRecord:
+    """One grid cell's outcome. Field names are a contract with the aggregator and users' scripts."""
+
+    track: str
+    algo: str
+    calib_weight: str
+    calib_act: str
+    hw: str
+    graph: int | None
+    bn_fold: int | None
+    arch: str
+    data: str
+    w_bits: int
+    a_bits: int
+    seed: int
+    status: str
+    fp32_top1: float | None
+    top1: float | None
+    top5: float | None
+    init_top1: float | None
+    train_epochs: int
+    config_hash: str
+    git_sha: str
+    versions: dict[str, str]
+    wall_s: float
+    started_at: str
+    schema_version: int = SCHEMA_VERSION
+    finished_at: str = ""
+    data_fingerprint: str = ""
+    baseline: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, ready for JSON."""
+        return asdict(self)
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON to ``path`` via a temp file in the same directory and a rename (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_record(record: ResultRecord, out_dir: str | Path) -> Path:
+    """Write ``result.json`` atomically into ``out_dir``."""
+    return write_json_atomic(Path(out_dir) / RECORD_NAME, record.to_dict())
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """Read one ``result.json``."""
+    with Path(path).open() as f:
+        return json.load(f)
+
+
+def iter_records(runs_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """All readable records under ``runs_dir`` (unreadable or partial files are skipped)."""
+    out = []
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return out
+    for p in sorted(root.rglob(RECORD_NAME)):
+        try:
+            out.append((p, read_record(p)))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def find_record(runs_dir: str | Path, config_hash: str, statuses: tuple[str, ...] = ("ok", "nc")) -> Path | None:
+    """Path of an existing record of the same cell (same ``config_hash``) with a final status, if any."""
+    for p, rec in iter_records(runs_dir):
+        if rec.get("config_hash") == config_hash and rec.get("status") in statuses:
+            return p
+    return None
+
+
+def collect(runs_dir: str | Path) -> Any:
+    """All records under ``runs_dir`` as a pandas DataFrame (one row per record, plus its ``path``)."""
+    import pandas as pd
+
+    rows = [{**{k: v for k, v in rec.items() if k != "config"}, "path": str(p)} for p, rec in iter_records(runs_dir)]
+    return pd.DataFrame(rows)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """sha256 of a config dict in canonical JSON form (first 16 hex digits)."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def git_sha() -> str:
+    """Commit of the source tree, with ``-dirty`` when it has uncommitted changes; ``unknown`` outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "bench", "conf"],
+            cwd=root, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software a record depends on."""
+    import timm
+    import torch
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),  # TorchVersion is not a plain str (torch.load weights_only refuses it)
+        "torchvision": str(torchvision.__version__),
+        "timm": str(timm.__version__),
+    }

@@ -1,0 +1,146 @@
+"""``run(cfg)``: the one pipeline every grid cell goes through, whoever launches it (CLI, tests, Slurm)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from bench import baselines
+from bench.algos import ALGOS, CellContext
+from bench.config import NON_RESULT_KEYS, to_container, validate
+from bench.data import build_data
+from bench.engine import evaluate
+from bench.engine.metrics import MetricsWriter
+from bench.results import (
+    ResultRecord,
+    config_hash,
+    find_record,
+    git_sha,
+    now_iso,
+    read_record,
+    versions,
+    write_record,
+)
+
+log = logging.getLogger(__name__)
+
+
+def hashed_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config minus output paths and other fields that do not change the result."""
+    data = to_container(cfg)
+    for dotted in NON_RESULT_KEYS:
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return data
+
+
+def cell_hash(cfg: DictConfig) -> str:
+    """``config_hash`` of a cell: equal for two configs that compute the same thing."""
+    return config_hash(hashed_config(cfg))
+
+
+def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
+    """Run one cell and write ``result.json`` into ``output_dir``; returns the record as a dict.
+
+    Bad config values raise :class:`bench.errors.BenchError` before any work starts. If a record with the same
+    ``config_hash`` already exists under ``cfg.runs_dir`` (status ok or nc), it is returned without recomputing.
+    """
+    t0 = time.perf_counter()
+    started = now_iso()
+    validate(cfg)
+    algo = ALGOS.get(cfg.algo.name)
+    algo.check(cfg)
+    hashed = hashed_config(cfg)
+    h = config_hash(hashed)
+    if cfg.skip_existing:
+        existing = find_record(cfg.runs_dir, h)
+        if existing is not None:
+            log.info("cell already done (config_hash %s): %s", h, existing)
+            print(f"skipped: identical cell already recorded at {existing}")
+            return read_record(existing)
+
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train_bs = baselines.batch_size(cfg.train, cfg.arch)
+    data = build_data(
+        cfg.data.name, root=cfg.data.root, batch_size=train_bs, eval_batch_size=cfg.data.eval_batch_size,
+        seed=int(cfg.seed), augment=bool(cfg.data.augment), num_workers=int(cfg.data.num_workers),
+    )
+    metrics = MetricsWriter(output_dir / "metrics.jsonl")
+    model, base = baselines.load_or_train(cfg, data, metrics)
+    fp32 = evaluate(model, data.test, cfg.debug.max_eval_batches)
+    torch.manual_seed(int(cfg.seed))
+    outcome = algo.apply(CellContext(cfg, model, data, output_dir, metrics, fp32["top1"]))
+
+    quantized = algo.quantizes
+    record = ResultRecord(
+        track=cfg.data.track,
+        algo=cfg.algo.name,
+        calib_weight=cfg.calib.weight,
+        calib_act=cfg.calib.act,
+        hw=cfg.hw.name,
+        graph=outcome.graph if quantized else None,
+        bn_fold=outcome.bn_fold if quantized else None,
+        arch=cfg.arch.name,
+        data=cfg.data.name,
+        w_bits=int(cfg.bits.w) if quantized else 32,
+        a_bits=int(cfg.bits.a) if quantized else 32,
+        seed=int(cfg.seed),
+        status=outcome.status,
+        fp32_top1=fp32["top1"],
+        top1=outcome.top1,
+        top5=outcome.top5,
+        init_top1=outcome.init_top1,
+        train_epochs=outcome.train_epochs,
+        config_hash=h,
+        git_sha=git_sha(),
+        versions=versions(),
+        wall_s=round(time.perf_counter() - t0, 3),
+        started_at=started,
+        finished_at=now_iso(),
+        data_fingerprint=data.fingerprint,
+        baseline={
+            "key": config_hash(base["key"]) if base.get("key") else None,
+            "source": "user" if base.get("source") == "user" else "cache",
+            "top1": fp32["top1"],
+            "epochs": base.get("epochs"),
+        },
+        error=outcome.error,
+        extra=outcome.extra,
+        config=hashed,
+    )
+    path = write_record(record, output_dir)
+    print(f"result: {path}  status={record.status} top1={_fmt(record.top1)} fp32_top1={_fmt(record.fp32_top1)}")
+    return record.to_dict()
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def write_failed(cfg: DictConfig, output_dir: str | Path, error: str) -> Path:
+    """Record a cell that could not run (bad combination, missing data, ...) so a sweep goes on and tables show it."""
+    try:
+        h = cell_hash(cfg)
+        hashed = hashed_config(cfg)
+    except Exception:  # an unresolvable config still gets a record
+        h, hashed = "", {}
+    record = ResultRecord(
+        track=cfg.data.track, algo=cfg.algo.name, calib_weight=cfg.calib.weight, calib_act=cfg.calib.act,
+        hw=cfg.hw.name, graph=None, bn_fold=None, arch=cfg.arch.name, data=cfg.data.name,
+        w_bits=int(cfg.bits.w), a_bits=int(cfg.bits.a), seed=int(cfg.seed), status="failed",
+        fp32_top1=None, top1=None, top5=None, init_top1=None, train_epochs=0, config_hash=h,
+        git_sha=git_sha(), versions=versions(), wall_s=0.0, started_at=now_iso(), finished_at=now_iso(),
+        error=error, config=hashed,
+    )
+    return write_record(record, output_dir)

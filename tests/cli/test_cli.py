@@ -1,0 +1,109 @@
+"""The CLI as a new user types it: help, list, one cell, and bad input (one line, non-zero exit, nothing written)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench(*args: str, tmp_path: Path, check: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "bench", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    if check:
+        assert p.returncode == 0, p.stderr[-2000:]
+    return p
+
+
+def written(tmp_path: Path) -> list[Path]:
+    return [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("verb", ["run", "pretrain", "list"])
+def test_help_of_every_verb(tmp_path, verb):
+    p = bench(verb, "--help", tmp_path=tmp_path, check=True)
+    assert "usage" in p.stdout.lower()
+
+
+def test_top_level_help_and_unknown_verb(tmp_path):
+    assert all(v in bench("--help", tmp_path=tmp_path, check=True).stdout for v in ("run", "pretrain", "list"))
+    p = bench("frobnicate", tmp_path=tmp_path)
+    assert p.returncode != 0 and p.stderr.strip() == "error: unknown verb 'frobnicate'; accepted: run, pretrain, list"
+
+
+def test_list_shows_axes(tmp_path):
+    out = bench("list", tmp_path=tmp_path, check=True).stdout
+    for name in ("lsq", "tvm", "resnet18_mini", "regnetx_600mf", "fashion_mnist", "w4a4"):
+        assert name in out
+
+
+def truncated_checkpoint(tmp_path: Path) -> Path:
+    import torch
+
+    from bench.models import build_model
+
+    p = tmp_path / "user" / "weights.pt"
+    p.parent.mkdir()
+    torch.save(build_model("tiny", num_classes=10, in_chans=1).state_dict(), p)
+    p.write_bytes(p.read_bytes()[:300])
+    return p
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["arch=resnet19_mini"], "unknown arch 'resnet19_mini'; accepted: "),
+        (["data.root=/no/such/dir"], "data.root='/no/such/dir' does not exist"),
+        (["algo=lsq", "hw=tvm"], "algo=lsq is not implemented yet"),
+        (["bits.w=1"], "bits.w=1 out of range"),
+        (["train.epochs=-2"], "train.epochs=-2 must be >= 0"),
+        (["data=imagenet"], "data.root"),
+        (["TRUNCATED"], "corrupt checkpoint"),
+    ],
+)
+def test_bad_input_one_line_nonzero_nothing_written(tmp_path, args, needle):
+    before = set(written(tmp_path))
+    if args == ["TRUNCATED"]:
+        ckpt = truncated_checkpoint(tmp_path)
+        args = ["data=synthetic", "arch=tiny", f"arch.checkpoint={ckpt}"]
+        before = set(written(tmp_path))
+    p = bench("run", *args, "runs_dir=runs", tmp_path=tmp_path)
+    assert p.returncode != 0
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and needle in err, err
+    assert set(written(tmp_path)) == before
+    assert not (tmp_path / "runs").exists()
+
+
+def test_smoke_cell_writes_record_then_skips(tmp_path):
+    args = ["run", "data=synthetic", "arch=tiny", "debug=smoke", "runs_dir=runs"]
+    p = bench(*args, tmp_path=tmp_path, check=True)
+    records = list((tmp_path / "runs").rglob("result.json"))
+    assert len(records) == 1 and "result: " in p.stdout
+    rec = json.loads(records[0].read_text())
+    assert rec["status"] == "ok" and rec["track"] == "test" and rec["algo"] == "fp32"
+    again = bench(*args, tmp_path=tmp_path, check=True)
+    assert "skipped: identical cell already recorded at" in again.stdout
+    assert len(list((tmp_path / "runs").rglob("result.json"))) == 1
+
+
+def test_multirun_records_failed_cell_and_goes_on(tmp_path):
+    bench("run", "-m", "algo=fp32,lsq", "data=synthetic", "arch=tiny", "debug=smoke", "runs_dir=runs",
+          tmp_path=tmp_path, check=True)
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("result.json")]
+    recs = {r["algo"]: r for r in recs}
+    assert recs["fp32"]["status"] == "ok"
+    assert recs["lsq"]["status"] == "failed" and "not implemented yet" in recs["lsq"]["error"]
+
+
+def test_pretrain_verb(tmp_path):
+    p = bench("pretrain", "data=synthetic", "arch=tiny", "debug=smoke", "runs_dir=runs", tmp_path=tmp_path, check=True)
+    assert "FP32 tiny on synthetic: top-1" in p.stdout
+    assert list((tmp_path / "cache" / "baselines").glob("tiny__synthetic__*.pt"))
+    summary = json.loads(next((tmp_path / "runs" / "pretrain").rglob("baseline.json")).read_text())
+    assert summary["source"] == "trained"

@@ -1,0 +1,63 @@
+import json
+
+import pytest
+
+from bench import runner
+from bench.algos import NotImplementedYet
+from bench.results import RECORD_NAME
+
+# fields that may differ between two runs of the same cell
+VOLATILE = {"started_at", "finished_at", "wall_s"}
+
+REQUIRED = {
+    "schema_version", "track", "algo", "calib_weight", "calib_act", "hw", "graph", "bn_fold", "arch", "data",
+    "w_bits", "a_bits", "seed", "status", "fp32_top1", "top1", "top5", "init_top1", "train_epochs", "config_hash",
+    "git_sha", "versions", "wall_s", "started_at",
+}
+
+
+def _run(make_cfg, tmp_path, name, *overrides):
+    cfg = make_cfg("data=synthetic", "arch=tiny", f"runs_dir={tmp_path / name / 'runs'}",
+                   f"cache_dir={tmp_path / name / 'cache'}", *overrides)
+    out = tmp_path / name / "runs" / "cell"
+    return runner.run(cfg, out), out
+
+
+def test_record_contract_and_same_seed_identical(make_cfg, tmp_path):
+    # two independent runs (own caches, so the baseline is trained twice) must agree exactly
+    a, out_a = _run(make_cfg, tmp_path, "a", "baseline.epochs=2")
+    b, _ = _run(make_cfg, tmp_path, "b", "baseline.epochs=2")
+    assert REQUIRED <= set(a)
+    assert set(a["versions"]) == {"python", "torch", "torchvision", "timm"}
+    assert a["status"] == "ok" and a["top1"] == a["fp32_top1"] and a["top1"] > 30.0
+    assert {k: v for k, v in a.items() if k not in VOLATILE} == {k: v for k, v in b.items() if k not in VOLATILE}
+    on_disk = json.loads((out_a / RECORD_NAME).read_text())
+    assert on_disk == a
+    assert (out_a / "metrics.jsonl").is_file()
+
+
+def test_different_seed_changes_hash(make_cfg):
+    assert runner.cell_hash(make_cfg("seed=0")) != runner.cell_hash(make_cfg("seed=1"))
+    # output locations and progress bars do not change what a cell computes
+    assert runner.cell_hash(make_cfg("progress=true")) == runner.cell_hash(make_cfg("runs_dir=/elsewhere"))
+
+
+def test_rerun_is_skipped(make_cfg, tmp_path, capsys):
+    first, out = _run(make_cfg, tmp_path, "s", "debug=smoke")
+    second, out2 = _run(make_cfg, tmp_path, "s", "debug=smoke")
+    assert second == first
+    assert "skipped: identical cell already recorded at" in capsys.readouterr().out
+
+
+def test_planned_algorithm_fails_before_work(make_cfg, tmp_path):
+    cfg = make_cfg("algo=lsq", "hw=tvm", "data=synthetic", "arch=tiny")
+    with pytest.raises(NotImplementedYet, match="QAT algorithms capability"):
+        runner.run(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_failed_record(make_cfg, tmp_path):
+    cfg = make_cfg("algo=lsq", "data=synthetic", "arch=tiny")
+    path = runner.write_failed(cfg, tmp_path / "f", "algo=lsq is not implemented yet")
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "failed" and rec["error"].startswith("algo=lsq") and rec["config_hash"]
