@@ -45,14 +45,28 @@ class CalibConfig:
 
 
 @dataclass
+class SpecConfig:
+    """The format of one tensor kind on a profile (``bench.quant.spec.QuantSpec`` minus the bit-width)."""
+
+    signed: bool | None = True  # None: adaptive signedness (academic), unsigned when the data is non-negative
+    symmetric: bool = True
+    per_channel: bool = False
+    pot_scale: bool = False
+    narrow_range: bool = False
+
+
+@dataclass
 class HwConfig:
-    """A hardware profile (MQBench Table 2). The quantizer specs arrive with the quantization core."""
+    """A hardware profile (MQBench Table 2, App. E), read by ``bench.quant.profiles``."""
 
     name: str = "academic"
     provider: str = "-"
     hardware: str = "-"
     graph: int = 1
     bn_fold: int = -1
+    first_last_bits: int | None = 8
+    weight: SpecConfig = field(default_factory=SpecConfig)
+    act: SpecConfig = field(default_factory=lambda: SpecConfig(signed=None))
     description: str = ""
 
 
@@ -107,20 +121,25 @@ class TrainConfig:
 
 @dataclass
 class QuantConfig:
-    """Overrides of the hardware profile's graph rules (consumed by the quantization core)."""
+    """Overrides of the hardware profile and the debugging workflow (white paper Sec. 3.7)."""
 
-    graph: int | None = None
-    bn_fold: int | None = None
-    report: bool = False
+    graph: int | None = None  # None = the profile's
+    bn_fold: int | None = None  # None = the profile's
+    first_last_bits: int | None = None  # None = the profile's (8); set to the cell's bits to quantize them alike
+    report: bool = False  # print the quantization report (it is always saved beside the record)
+    bypass: bool = False  # quantizers inserted and calibrated but off: accuracy must equal FP32
+    only: str = "all"  # all | weights | acts: which quantizers stay on
+    sensitivity: bool = False  # per-quantizer SQNR and one-layer-at-a-time accuracy, saved as sensitivity.csv
 
 
 @dataclass
 class PtqConfig:
     """Post-training options (consumed by the PTQ methods)."""
 
-    bn_recalib: bool = False
+    bn_recalib: bool = False  # MQBench App. C.3: re-estimate BN statistics on the calibration set after quantization
     cle: bool = False
     bias_correction: str = "none"
+    calib_batch_size: int = 256
 
 
 @dataclass
@@ -156,7 +175,11 @@ class BenchConfig:
 
 
 # Fields that do not change what a cell computes: left out of config_hash.
-NON_RESULT_KEYS = ("runs_dir", "cache_dir", "progress", "threads", "skip_existing", "data.num_workers", "quant.report")
+NON_RESULT_KEYS = (
+    "runs_dir", "cache_dir", "progress", "threads", "skip_existing", "data.num_workers", "quant.report",
+    "ptq.calib_batch_size",
+)
+QUANT_ONLY = ("all", "weights", "acts")
 
 GROUPS = ("algo", "calib", "hw", "bits", "arch", "data", "train", "baseline", "debug", "experiment")
 
@@ -223,6 +246,10 @@ def validate(cfg: DictConfig | BenchConfig) -> None:
         _need(c.quant.graph in (1, 2, 3), f"quant.graph={c.quant.graph} invalid; accepted: 1, 2, 3")
     if c.quant.bn_fold is not None:
         _need(c.quant.bn_fold in range(-1, 5), f"quant.bn_fold={c.quant.bn_fold} invalid; accepted: -1, 0, 1, 2, 3, 4")
+    _need(c.quant.only in QUANT_ONLY, f"unknown quant.only {c.quant.only!r}; accepted: {', '.join(QUANT_ONLY)}")
+    for key, v in (("quant.first_last_bits", c.quant.first_last_bits), ("hw.first_last_bits", c.hw.first_last_bits)):
+        _need(v is None or v in SUPPORTED_BITS, f"{key}={v} out of range; accepted: 2..8 (16/32 bypass), null")
+    _need(c.ptq.calib_batch_size > 0, f"ptq.calib_batch_size={c.ptq.calib_batch_size} must be > 0")
     _need(c.arch.lr > 0, f"arch.lr={c.arch.lr} must be > 0")
     _need(c.arch.weight_decay >= 0, f"arch.weight_decay={c.arch.weight_decay} must be >= 0")
     _need(c.arch.batch_size > 0, f"arch.batch_size={c.arch.batch_size} must be > 0")

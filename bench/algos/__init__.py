@@ -4,16 +4,18 @@ QAT algorithms (issue: QAT algorithms) and PTQ methods (issues: quantization cor
 as :class:`Planned` until their capability lands, so a sweep naming them fails with a clear reason.
 """
 
-from bench.algos.base import Algorithm, CellContext, CellOutcome, NotImplementedYet, Planned
+from bench.algos.base import AVAILABLE, Algorithm, CellContext, CellOutcome, NotImplementedYet, Planned
 from bench.algos.fp32 import FP32
+from bench.algos.ptq import PTQ
 from bench.registry import Registry
 
 ALGOS: Registry[Algorithm] = Registry("algo")
 
 ALGOS.register("fp32")(FP32())
+ALGOS.register("ptq")(PTQ())
+AVAILABLE.extend(["fp32", "ptq"])
 
 _QAT = "QAT algorithms capability (issue 4: LSQ, LSQ+, PACT, DSQ, DoReFa, QIL, APoT)"
-_CORE = "quantization-core capability (issue 3: profiles, graph insertion, BN folding, calibration, PTQ pipeline)"
 _PTQ = "advanced PTQ capability (issue 5: CLE, bias correction, AdaRound, BRECQ, QDrop, Bit-Split, IOSO)"
 for _name, _kind, _desc, _cap in [
     ("lsq", "qat", "Learned Step Size Quantization", _QAT),
@@ -23,7 +25,6 @@ for _name, _kind, _desc, _cap in [
     ("dorefa", "qat", "DoReFa-Net", _QAT),
     ("qil", "qat", "Quantization Interval Learning (academic only)", _QAT),
     ("apot", "qat", "Additive Powers-of-Two (academic only)", _QAT),
-    ("ptq", "ptq", "fold BN, insert quantizers, calibrate", _CORE),
     ("adaround", "ptq", "adaptive rounding", _PTQ),
     ("brecq", "ptq", "block reconstruction", _PTQ),
     ("qdrop", "ptq", "block reconstruction with activation drop", _PTQ),

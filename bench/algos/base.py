@@ -68,5 +68,8 @@ class Planned(Algorithm):
     def check(self, cfg: DictConfig) -> None:
         raise NotImplementedYet(
             f"algo={self.name} is not implemented yet: it arrives with the {self.capability}; "
-            f"only algo=fp32 runs in this version"
+            f"available now: {', '.join(AVAILABLE)}"
         )
+
+
+AVAILABLE: list[str] = []  # names of the algorithms that run in this version (filled by bench.algos)

@@ -1,0 +1,26 @@
+"""``algo=ptq``: the standard PTQ pipeline (white paper Sec. 4.5; MQBench App. C): fold BN, insert quantizers,
+calibrate weights and activations with ``calib.weight`` / ``calib.act``, optionally re-estimate BN statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from bench.algos.base import CellContext
+from bench.algos.quantized import QuantizedAlgorithm
+from bench.ptq.calibrate import recalibrate_bn
+
+
+class PTQ(QuantizedAlgorithm):
+    """Calibration-only post-training quantization, with optional BN re-calibration (``ptq.bn_recalib=true``)."""
+
+    name = "ptq"
+    kind = "ptq"
+    description = "fold BN, insert quantizers, calibrate (optionally re-estimate BN statistics)"
+
+    def optimize(self, ctx: CellContext, gm: fx.GraphModule, calib: torch.Tensor) -> dict[str, Any] | None:
+        if not ctx.cfg.ptq.bn_recalib:
+            return None
+        return {"bn_recalibrated_layers": recalibrate_bn(gm, calib, int(ctx.cfg.ptq.calib_batch_size))}

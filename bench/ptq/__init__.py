@@ -1,0 +1,1 @@
+"""Post-training quantization: calibration, BN re-calibration and the PTQ methods built on them."""

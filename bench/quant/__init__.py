@@ -1,0 +1,1 @@
+"""The quantization core: quantizer maths, observers, hardware profiles, quantized modules, graph insertion."""

@@ -1,0 +1,86 @@
+"""Fake-quantization maths: quantization parameters from a range, power-of-two scales, the fused fake-quant ops.
+
+``x_hat = s * (clamp(round(x / s) + z, qmin, qmax) - z)`` (round half to even, as ``torch.round``), with the
+straight-through estimator for ``round`` (gradient 1 inside the grid, 0 where clamped). PyTorch's fused
+``fake_quantize_per_{tensor,channel}_affine`` compute exactly this (checked bit-exact in the tests) and are used
+whenever scale and zero point are fixed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.quant.spec import QuantSpec
+
+EPS = torch.finfo(torch.float32).eps  # smallest scale: an all-zero tensor still gets a valid grid
+
+
+def pot_scale(scale: torch.Tensor) -> torch.Tensor:
+    """Snap a scale to the nearest power of two in the log domain: ``2 ** round(log2(s))`` (MQBench's choice)."""
+    return torch.pow(2.0, torch.round(torch.log2(scale.clamp_min(EPS))))
+
+
+def qparams_from_range(
+    min_val: torch.Tensor, max_val: torch.Tensor, spec: QuantSpec, signed: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale (float32) and zero point (int32) mapping ``[min_val, max_val]`` onto the spec's integer grid.
+
+    Works per tensor (0-d or 1-element inputs) and per channel (1-d inputs). The range is widened to contain 0 so
+    that zero is exactly representable. Symmetric: ``s = max(|min|, |max|) / qmax`` on a signed grid and
+    ``max / qmax`` on an unsigned one, ``z = 0``. Asymmetric: ``s = (max - min) / (qmax - qmin)``,
+    ``z = clamp(qmin - round(min / s), qmin, qmax)``. Power-of-two profiles snap ``s`` with :func:`pot_scale`.
+    """
+    if signed is None:
+        signed = spec.signed if spec.signed is not None else bool((min_val < 0).any())
+    qmin, qmax = spec.qrange(signed)
+    min_neg = torch.minimum(min_val.float(), torch.zeros_like(min_val, dtype=torch.float32))
+    max_pos = torch.maximum(max_val.float(), torch.zeros_like(max_val, dtype=torch.float32))
+    if spec.symmetric:
+        amax = torch.maximum(-min_neg, max_pos) if signed else max_pos
+        scale = (amax / qmax).clamp_min(EPS)
+        if spec.pot_scale:
+            scale = pot_scale(scale)
+        zero_point = torch.zeros_like(scale, dtype=torch.int32)
+    else:
+        scale = ((max_pos - min_neg) / (qmax - qmin)).clamp_min(EPS)
+        if spec.pot_scale:
+            scale = pot_scale(scale)
+        zero_point = (qmin - torch.round(min_neg / scale)).clamp(qmin, qmax).to(torch.int32)
+    return scale, zero_point
+
+
+def fake_quantize(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    qmin: int,
+    qmax: int,
+    ch_axis: int | None = None,
+) -> torch.Tensor:
+    """Fake-quantize ``x`` with fixed ``scale`` / ``zero_point`` (per tensor, or per channel along ``ch_axis``).
+
+    Gradient: straight-through inside the grid, zero where the value was clamped (PyTorch's fused ops).
+    """
+    if ch_axis is None:
+        return torch.fake_quantize_per_tensor_affine(
+            x, scale.reshape(()).float(), zero_point.reshape(()).to(torch.int32), qmin, qmax
+        )
+    return torch.fake_quantize_per_channel_affine(
+        x, scale.reshape(-1).float(), zero_point.reshape(-1).to(torch.int32), ch_axis, qmin, qmax
+    )
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` in the forward pass, identity in the backward pass (straight-through estimator)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def quantize_to_int(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, ch_axis: int | None = None
+) -> torch.Tensor:
+    """The integer codes ``clamp(round(x / s) + z, qmin, qmax)`` (float tensor holding integers)."""
+    if ch_axis is not None:
+        shape = [1] * x.dim()
+        shape[ch_axis] = -1
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)

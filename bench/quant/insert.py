@@ -1,0 +1,348 @@
+"""Quantizer insertion on the ``torch.fx`` graph: BN folding, weight quantizers, activation quantizers per graph.
+
+``prepare(model, profile, ...)`` traces a copy of the FP32 model and returns a :class:`torch.fx.GraphModule` where
+
+- each ``Conv2d -> BatchNorm2d`` pair became one :class:`QuantConvBn2d` with the profile's BN-folding strategy,
+  other convs :class:`QuantConv2d`, linears :class:`QuantLinear`, each with a weight quantizer;
+- activation quantizers (:class:`FakeQuantize` call_module nodes named ``act_fq_<tensor>``) sit on the tensors the
+  profile's block graph quantizes (MQBench Fig. 4, App. G; white paper Sec. 2.3):
+
+  graph 1 (academic, ACL): the inputs of conv/linear layers only, on those edges alone (a residual shortcut that
+  reads the same tensor stays in float);
+  graph 2 (TensorRT): every tensor read by a conv/linear, for all its readers (the deployed tensor is int8);
+  each residual add: its inputs quantized except the main-branch conv output, which the add is fused with;
+  average pooling: its input quantized and its output re-quantized with the input's parameters;
+  graph 3 (FBGEMM, TVM, SNPE): as 2, with every add input quantized.
+  Concatenated branches share one quantizer (graphs 2 and 3). Max pooling, flatten and ReLU keep a quantized
+  tensor on its grid, so nothing is re-quantized after them. The first and last weighted layers (weights and
+  input) use ``first_last_bits``.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from bench.models.graph import trace
+from bench.quant.observers import build_observer
+from bench.quant.profiles import HardwareProfile
+from bench.quant.qmodules import QuantConv2d, QuantConvBn2d, QuantLinear
+from bench.quant.quantizer import FakeQuantize
+from bench.quant.spec import QuantSpec
+
+WEIGHTED = (QuantConv2d, QuantConvBn2d, QuantLinear)
+# A quantizer factory: (spec, kind "weight" | "act", observer name) -> module. QAT algorithms pass their own.
+QuantizerFactory = Callable[[QuantSpec, str, str], FakeQuantize]
+
+_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.GELU, nn.LeakyReLU)
+_ACT_FUNCS = {torch.relu, nn.functional.relu, nn.functional.relu6, nn.functional.hardtanh, nn.functional.silu}
+_ADD_FUNCS = {operator.add, torch.add, operator.iadd}
+_CAT_FUNCS = {torch.cat, torch.concat}
+_PASS_MODULES = (nn.Flatten, nn.Dropout, nn.Identity)
+_PASS_FUNCS = {torch.flatten, torch.reshape}
+_PASS_METHODS = {"flatten", "view", "reshape", "contiguous", "squeeze", "unsqueeze"}
+_AVGPOOL_MODULES = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
+_AVGPOOL_FUNCS = {nn.functional.adaptive_avg_pool2d, nn.functional.avg_pool2d}
+_MAXPOOL_MODULES = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
+_MAXPOOL_FUNCS = {nn.functional.max_pool2d, nn.functional.adaptive_max_pool2d}
+
+
+def default_factory(spec: QuantSpec, kind: str, observer: str) -> FakeQuantize:
+    """Calibrated fake quantizer with the named observer (``calib.weight`` / ``calib.act``)."""
+    return FakeQuantize(spec, kind, build_observer(observer, spec))
+
+
+class TiedRequant(nn.Module):
+    """Re-quantizes with another quantizer's parameters (average pooling keeps its input's scale; App. G)."""
+
+    def __init__(self, source: FakeQuantize) -> None:
+        super().__init__()
+        self.source_name = ""  # filled by prepare, for reports
+        self._source = [source]  # a list: not a submodule, so the source is not registered (or saved) twice
+
+    @property
+    def source(self) -> FakeQuantize:
+        """The quantizer whose scale and zero point are reused."""
+        return self._source[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        src = self.source
+        if src.observing or not src.active:
+            return x
+        from bench.quant.fake import fake_quantize
+
+        qmin, qmax = src.qrange
+        return fake_quantize(x, src.scale, src.zero_point, qmin, qmax, src.ch_axis)
+
+
+@dataclass
+class QuantPlan:
+    """Which tensors get activation quantizers: groups of fx nodes sharing one quantizer."""
+
+    groups: list[list[fx.Node]] = field(default_factory=list)
+    bits: list[int] = field(default_factory=list)
+    # tensor node -> the reader nodes whose edge reads the quantized tensor (None = every reader)
+    readers: dict[fx.Node, set[fx.Node] | None] = field(default_factory=dict)
+    requant: list[tuple[fx.Node, fx.Node]] = field(default_factory=list)  # (avg-pool node, its input tensor)
+
+
+def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+
+
+def _kind(gm: fx.GraphModule, node: fx.Node) -> str:
+    """Category of a node for the placement rules."""
+    m = _module(gm, node)
+    if node.op == "placeholder":
+        return "input"
+    if node.op == "output":
+        return "output"
+    if m is not None:
+        if isinstance(m, WEIGHTED):
+            return "weighted"
+        if isinstance(m, nn.ReLU):
+            return "relu"
+        if isinstance(m, _ACT_MODULES):
+            return "act"
+        if isinstance(m, _AVGPOOL_MODULES):
+            return "avgpool"
+        if isinstance(m, _MAXPOOL_MODULES):
+            return "maxpool"
+        if isinstance(m, _PASS_MODULES):
+            return "pass"
+        return "other"
+    if node.op == "call_function":
+        if node.target in (torch.relu, nn.functional.relu):
+            return "relu"
+        if node.target in _ACT_FUNCS:
+            return "act"
+        if node.target in _ADD_FUNCS:
+            return "add"
+        if node.target in _CAT_FUNCS:
+            return "cat"
+        if node.target in _AVGPOOL_FUNCS:
+            return "avgpool"
+        if node.target in _MAXPOOL_FUNCS:
+            return "maxpool"
+        if node.target in _PASS_FUNCS:
+            return "pass"
+    if node.op == "call_method" and node.target in _PASS_METHODS:
+        return "pass"
+    if node.op == "call_method" and node.target == "relu":
+        return "relu"
+    return "other"
+
+
+def _set_submodule(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+    parent_name, _, leaf = target.rpartition(".")
+    parent = gm.get_submodule(parent_name) if parent_name else gm
+    setattr(parent, leaf, module)
+
+
+def _tensor_args(node: fx.Node) -> list[fx.Node]:
+    args = node.args[0] if node.target in _CAT_FUNCS else node.args
+    return [a for a in args if isinstance(a, fx.Node)]
+
+
+def _replace_weighted(
+    gm: fx.GraphModule, profile: HardwareProfile, w_bits: int, first_last_bits: int | None, calib_weight: str,
+    factory: QuantizerFactory,
+) -> list[fx.Node]:
+    """Swap conv(+BN)/linear modules for quantized ones; returns the weighted nodes in graph order."""
+    nodes = [n for n in gm.graph.nodes if isinstance(_module(gm, n), nn.Conv2d | nn.Linear)]
+    for i, node in enumerate(nodes):
+        m = _module(gm, node)
+        edge = i in (0, len(nodes) - 1) and first_last_bits is not None
+        spec = profile.weight_spec(first_last_bits if edge else w_bits)
+        wfq = factory(spec, "weight", calib_weight)
+        users = list(node.users)
+        if isinstance(m, nn.Linear):
+            new: nn.Module = QuantLinear(m, wfq)
+        elif len(users) == 1 and isinstance(_module(gm, users[0]), nn.BatchNorm2d):
+            bn_node = users[0]
+            new = QuantConvBn2d(m, _module(gm, bn_node), profile.bn_fold, wfq)
+            bn_node.replace_all_uses_with(node)
+            gm.graph.erase_node(bn_node)
+            # the BN now lives inside the fused module; drop its old path (named_modules dedups shared modules,
+            # so delete_all_unused_submodules would not see it)
+            gm.delete_submodule(str(bn_node.target))
+        else:
+            new = QuantConv2d(m, wfq)
+        _set_submodule(gm, str(node.target), new)
+    return nodes
+
+
+def plan(gm: fx.GraphModule, graph: int, a_bits: int, first_last_bits: int | None) -> QuantPlan:
+    """Decide the activation quantizers of a graph whose weighted modules were already swapped."""
+    nodes = list(gm.graph.nodes)
+    kinds = {n: _kind(gm, n) for n in nodes}
+    weighted = [n for n in nodes if kinds[n] == "weighted"]
+    edge_layers = {weighted[0], weighted[-1]} if weighted and first_last_bits is not None else set()
+    want: dict[fx.Node, int] = {}  # tensor -> bits
+    readers: dict[fx.Node, set[fx.Node] | None] = {}
+    union: dict[fx.Node, fx.Node] = {}  # union-find for concat sharing
+    requant: list[tuple[fx.Node, fx.Node]] = []
+
+    def find(n: fx.Node) -> fx.Node:
+        while union.get(n, n) is not n:
+            n = union[n]
+        return n
+
+    def add(t: fx.Node, bits: int, reader: fx.Node | None) -> None:
+        want[t] = max(want.get(t, 0), bits)
+        if graph == 1:
+            cur = readers.get(t) or set()
+            readers[t] = cur | ({reader} if reader is not None else set())
+        else:
+            readers[t] = None
+
+    for n in nodes:
+        k = kinds[n]
+        if k == "weighted":
+            bits = first_last_bits if n in edge_layers else a_bits
+            add(n.args[0], int(bits), n)
+        elif graph == 1:
+            continue
+        elif k == "add":
+            ins = _tensor_args(n)
+            fused = next((a for a in ins if kinds[a] == "weighted"), None) if graph == 2 else None
+            for a in ins:
+                if a is not fused:
+                    add(a, a_bits, n)
+        elif k == "cat":
+            ins = _tensor_args(n)
+            for a in ins:
+                add(a, a_bits, n)
+                union[find(a)] = find(ins[0])
+        elif k == "avgpool":
+            add(n.args[0], a_bits, n)
+            requant.append((n, n.args[0]))
+
+    if graph != 1:
+        # tensors already on a grid need no quantizer of their own: re-quantized pooling outputs, and max-pool /
+        # flatten / ReLU of a quantized tensor (every reader of a quantized tensor sees it quantized here)
+        pools = {pool for pool, _ in requant}
+        on_grid: set[fx.Node] = set()
+        for n in nodes:
+            derived = kinds[n] in ("maxpool", "pass", "relu") and bool(n.args) and n.args[0] in on_grid
+            if n in pools or derived:
+                want.pop(n, None)
+                on_grid.add(n)
+            elif n in want:
+                on_grid.add(n)
+
+    roots: dict[fx.Node, list[fx.Node]] = {}
+    for t in [n for n in nodes if n in want]:
+        roots.setdefault(find(t), []).append(t)
+    p = QuantPlan(requant=requant, readers={t: readers[t] for t in want})
+    for members in roots.values():
+        p.groups.append(members)
+        p.bits.append(max(want[t] for t in members))
+    return p
+
+
+def prepare(
+    model: nn.Module,
+    profile: HardwareProfile,
+    *,
+    w_bits: int,
+    a_bits: int,
+    calib_weight: str = "minmax",
+    calib_act: str = "minmax",
+    first_last_bits: int | None = 8,
+    factory: QuantizerFactory = default_factory,
+) -> fx.GraphModule:
+    """A quantized copy of ``model`` for ``profile`` (see the module docstring); ``model`` is not changed.
+
+    Quantizers start uncalibrated: run ``bench.quant.calibrate`` (or a QAT initialisation) before evaluating.
+    """
+    gm = trace(copy.deepcopy(model))
+    _replace_weighted(gm, profile, w_bits, first_last_bits, calib_weight, factory)
+    gm.graph.lint()
+    p = plan(gm, profile.graph, a_bits, first_last_bits)
+    made: dict[fx.Node, FakeQuantize] = {}
+    names: dict[fx.Node, str] = {}
+    for members, bits in zip(p.groups, p.bits, strict=True):
+        fq = factory(profile.act_spec(bits), "act", calib_act)
+        name = f"act_fq_{members[0].name}"
+        gm.add_submodule(name, fq)
+        _attach_bn(gm, members[0], fq)
+        for t in members:
+            made[t], names[t] = fq, name
+            with gm.graph.inserting_after(t):
+                q = gm.graph.call_module(name, (t,))
+            readers = p.readers[t]
+            for user in list(t.users):
+                if user is q or (readers is not None and user not in readers):
+                    continue
+                user.replace_input_with(t, q)
+    for pool, src in p.requant:
+        fq = made.get(src) or _quantizer_of(gm, src)
+        if fq is None:
+            continue
+        tied = TiedRequant(fq)
+        tied.source_name = names.get(src, "")
+        name = f"requant_{pool.name}"
+        gm.add_submodule(name, tied)
+        with gm.graph.inserting_after(pool):
+            q = gm.graph.call_module(name, (pool,))
+        for user in list(pool.users):
+            if user is not q:
+                user.replace_input_with(pool, q)
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    gm.train(model.training)
+    return gm
+
+
+def _quantizer_of(gm: fx.GraphModule, node: fx.Node) -> FakeQuantize | None:
+    # the quantizer an on-grid tensor came from (through max-pool / flatten / ReLU)
+    while isinstance(node, fx.Node):
+        m = _module(gm, node)
+        if isinstance(m, FakeQuantize):
+            return m
+        if not node.args:
+            return None
+        node = node.args[0]
+    return None
+
+
+def _attach_bn(gm: fx.GraphModule, tensor: fx.Node, fq: FakeQuantize) -> None:
+    """Give a BN-based observer the BN (and ReLU) that produce ``tensor``, when there is one."""
+    obs = fq.observer
+    if obs is None or not hasattr(obs, "set_bn"):
+        return
+    relu_max: float | None = None
+    relu = False
+    node = tensor
+    kind = _kind(gm, node)
+    if kind in ("relu", "act"):
+        m = _module(gm, node)
+        if kind == "act" and not isinstance(m, nn.ReLU6 | nn.Hardtanh):
+            return  # the range of other activations does not follow from BN's
+        relu = True
+        relu_max = 6.0 if isinstance(m, nn.ReLU6) else None
+        node = node.args[0]
+    m = _module(gm, node)
+    if isinstance(m, QuantConvBn2d) and m.bn is not None and m.strategy != 0:
+        bn = m.bn
+        gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_mean)
+        beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(bn.running_mean)
+        fq.configure_observer(lambda o: o.set_bn(gamma, beta, relu, relu_max))
+
+
+def quantizers(gm: nn.Module) -> list[tuple[str, FakeQuantize]]:
+    """All fake quantizers of a prepared model (weights and activations), in module order."""
+    return [(n, m) for n, m in gm.named_modules() if isinstance(m, FakeQuantize)]
+
+
+def weighted_modules(gm: nn.Module) -> list[tuple[str, nn.Module]]:
+    """All quantized conv/linear modules of a prepared model."""
+    return [(n, m) for n, m in gm.named_modules() if isinstance(m, WEIGHTED)]

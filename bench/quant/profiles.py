@@ -1,0 +1,111 @@
+"""Hardware profiles as data: ``conf/hw/<name>.yaml`` -> frozen :class:`HardwareProfile` (MQBench Table 2, App. E).
+
+The quantizer and the graph pass only read a profile; nothing branches on a profile's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from bench.config import CONF_DIR, group_options
+from bench.errors import BenchError
+from bench.quant.spec import QuantSpec
+
+GRAPHS = (1, 2, 3)
+BN_FOLDS = (-1, 0, 1, 2, 3, 4)
+SPEC_KEYS = ("signed", "symmetric", "per_channel", "pot_scale", "narrow_range")
+
+
+class ProfileError(BenchError):
+    """An unknown profile or an invalid profile file."""
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """What a deployment target quantizes and how (bits are filled in per cell).
+
+    ``weight`` / ``act`` hold the format of every weight / activation quantizer (weights per channel along the
+    output-channel axis 0); ``graph`` is the block-graph variant of MQBench Fig. 4 (1: inputs of conv/linear only;
+    2: also add and pooling, the residual add fused with its main-branch conv so only its other input is quantized;
+    3: every add/concat input quantized); ``bn_fold`` the default BN-folding strategy (-1 = keep BN in float);
+    ``first_last_bits`` the bit-width of the first and last layer (None = the cell's bits).
+    """
+
+    name: str
+    weight: QuantSpec
+    act: QuantSpec
+    graph: int
+    bn_fold: int
+    first_last_bits: int | None = 8
+    provider: str = "-"
+    hardware: str = "-"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.graph not in GRAPHS:
+            raise ProfileError(f"profile {self.name}: graph={self.graph} invalid; accepted: 1, 2, 3")
+        if self.bn_fold not in BN_FOLDS:
+            raise ProfileError(f"profile {self.name}: bn_fold={self.bn_fold} invalid; accepted: -1, 0, 1, 2, 3, 4")
+
+    def weight_spec(self, bits: int) -> QuantSpec:
+        """The weight format at ``bits``."""
+        return self.weight.with_bits(bits)
+
+    def act_spec(self, bits: int) -> QuantSpec:
+        """The activation format at ``bits``."""
+        return self.act.with_bits(bits)
+
+    def with_overrides(self, graph: int | None = None, bn_fold: int | None = None) -> HardwareProfile:
+        """The profile with ``quant.graph`` / ``quant.bn_fold`` applied (None keeps the profile's value)."""
+        return replace(
+            self,
+            graph=self.graph if graph is None else int(graph),
+            bn_fold=self.bn_fold if bn_fold is None else int(bn_fold),
+        )
+
+
+def _spec(node: Any, name: str, kind: str) -> QuantSpec:
+    data = dict(node or {})
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        raise ProfileError(f"profile {name}: unknown {kind} key {unknown[0]!r}; accepted: {', '.join(SPEC_KEYS)}")
+    return QuantSpec(bits=8, ch_axis=0, **data)
+
+
+def profile_from_config(hw: DictConfig | dict[str, Any]) -> HardwareProfile:
+    """Build a profile from a ``hw`` config node (the composed ``cfg.hw`` or a loaded YAML file)."""
+    h = OmegaConf.to_container(hw, resolve=True) if isinstance(hw, DictConfig) else dict(hw)
+    assert isinstance(h, dict)
+    name = str(h.get("name", "?"))
+    return HardwareProfile(
+        name=name,
+        weight=_spec(h.get("weight"), name, "weight"),
+        act=_spec(h.get("act"), name, "act"),
+        graph=int(h["graph"]),
+        bn_fold=int(h["bn_fold"]),
+        first_last_bits=None if h.get("first_last_bits") is None else int(h["first_last_bits"]),
+        provider=str(h.get("provider", "-")),
+        hardware=str(h.get("hardware", "-")),
+        description=str(h.get("description", "")),
+    )
+
+
+def load_profile(name: str) -> HardwareProfile:
+    """The profile of ``conf/hw/<name>.yaml``; one-line error listing the accepted names."""
+    names = profile_names()
+    if name not in names:
+        raise ProfileError(f"unknown hw {name!r}; accepted: {', '.join(names)}")
+    return profile_from_config(OmegaConf.load(CONF_DIR / "hw" / f"{name}.yaml"))
+
+
+def profile_names() -> list[str]:
+    """Names of the hardware profiles (one YAML file each under ``conf/hw``)."""
+    return group_options("hw")
+
+
+def resolve_profile(cfg: DictConfig) -> HardwareProfile:
+    """The cell's profile: ``cfg.hw`` with ``quant.graph`` / ``quant.bn_fold`` overrides applied."""
+    return profile_from_config(cfg.hw).with_overrides(cfg.quant.graph, cfg.quant.bn_fold)

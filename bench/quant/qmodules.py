@@ -1,0 +1,244 @@
+"""Quantized layer modules the graph pass substitutes for ``nn.Conv2d``, ``nn.Linear`` and Conv2d+BatchNorm2d pairs.
+
+Each holds its weight fake quantizer ``weight_fq`` (a ``FakeQuantize``, or any module mapping tensor -> tensor) and
+fake-quantizes the weight that would be deployed. Input quantization is not done here (the graph pass inserts
+activation quantizers in front of these modules).
+
+``QuantConvBn2d`` implements the BN-folding strategies of MQBench Sec. 3.2 (Fig. 3); with ``sigma = sqrt(var + eps)``
+and Eq. (4) ``w_fold = w * gamma / sigma``, ``b_fold = beta + (b - mu) * gamma / sigma``:
+
+- ``-1`` no folding (academic): ``bn(conv(x, fq(w)) + b)``, BN kept in float.
+- ``0`` BN merged into the conv with running statistics at construction and removed (``bn`` is None).
+- ``1`` folded with running statistics that are never updated; ``w``, ``gamma``, ``beta`` stay trainable.
+- ``2`` (Jacob et al. 2018) training: an FP32 conv gives the batch statistics, which are folded into the weights.
+- ``3`` (Krishnamoorthi 2018) training: weights folded with running statistics, output rescaled by
+  ``sigma_run / sigma_batch`` and the bias built from the batch mean.
+- ``4`` (PyTorch's ``ConvBn2d``) training: the folded-weight conv output is divided back by ``gamma / sigma_run``
+  and a real BN follows.
+
+In evaluation every strategy but -1 computes ``conv(x, fq(w_fold), b_fold)`` with running statistics, the same
+ops as the deployed ``to_folded()`` module, so both give identical outputs.
+
+"Training" means ``bn.training`` (it follows ``.train()`` / ``.eval()``): putting only ``bn`` in eval mode freezes
+the statistics (the running-statistics path), as BN freezing does late in QAT.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+STRATEGIES = (-1, 0, 1, 2, 3, 4)
+
+# smallest |gamma / sigma_run| strategy 4 divides by: a channel whose gamma reached 0 must not produce inf / nan
+_SCALE_FLOOR = 1e-5
+
+
+def fold_conv_bn_weights(
+    w: Tensor,
+    b: Tensor | None,
+    bn_mean: Tensor,
+    bn_var: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    eps: float,
+) -> tuple[Tensor, Tensor]:
+    """MQBench Eq. (4): ``w * gamma / sqrt(var + eps)`` and ``beta + (b - mean) * gamma / sqrt(var + eps)``.
+
+    ``w`` has its output channels on axis 0 (conv or linear weight). A missing bias counts as 0, a missing
+    ``gamma`` / ``beta`` (``affine=False``) as 1 / 0. Differentiable in every tensor argument.
+    """
+    scale = torch.sqrt(bn_var + eps).reciprocal()
+    if gamma is not None:
+        scale = gamma * scale
+    w_fold = w * scale.reshape([-1] + [1] * (w.dim() - 1))
+    shift = -bn_mean if b is None else b - bn_mean
+    b_fold = shift * scale
+    if beta is not None:
+        b_fold = beta + b_fold
+    return w_fold, b_fold
+
+
+def _new_conv_like(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None) -> nn.Conv2d:
+    # a fresh Conv2d with conv's geometry and new Parameters holding copies of weight / bias
+    new = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=bias is not None,
+        padding_mode=conv.padding_mode,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    return new
+
+
+def _per_out(gamma: Tensor | None, sigma: Tensor, dim: int) -> Tensor:
+    # gamma / sigma shaped to scale a weight's output channels (axis 0)
+    f = sigma.reciprocal() if gamma is None else gamma / sigma
+    return f.reshape([-1] + [1] * (dim - 1))
+
+
+class QuantConv2d(nn.Module):
+    """Conv2d whose weight goes through ``weight_fq``.
+
+    Holds the original conv (submodule ``conv``), so its weight / bias Parameters are shared, not copied.
+    """
+
+    def __init__(self, conv: nn.Conv2d, weight_fq: nn.Module) -> None:
+        super().__init__()
+        self.conv = conv
+        self.weight_fq = weight_fq
+
+    def forward(self, x: Tensor) -> Tensor:
+        # _conv_forward applies conv's stride / padding (incl. padding_mode) / dilation / groups, as nn.Conv2d does
+        return self.conv._conv_forward(x, self.weight_fq(self.conv.weight), self.conv.bias)
+
+    def folded_weight_bias(self) -> tuple[Tensor, Tensor | None]:
+        """The float weight and bias quantized at deployment: the conv's own."""
+        return self.conv.weight, self.conv.bias
+
+
+class QuantLinear(nn.Module):
+    """Linear layer whose weight goes through ``weight_fq``; holds the original module as ``linear`` (shared)."""
+
+    def __init__(self, linear: nn.Linear, weight_fq: nn.Module) -> None:
+        super().__init__()
+        self.linear = linear
+        self.weight_fq = weight_fq
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight_fq(self.linear.weight), self.linear.bias)
+
+    def folded_weight_bias(self) -> tuple[Tensor, Tensor | None]:
+        """The float weight and bias quantized at deployment: the layer's own."""
+        return self.linear.weight, self.linear.bias
+
+
+class QuantConvBn2d(nn.Module):
+    """A Conv2d followed by its BatchNorm2d, with one of the MQBench BN-folding strategies -1, 0, 1, 2, 3, 4.
+
+    ``conv`` and ``bn`` are the original modules (shared), except for strategy 0, where ``conv`` is a new Conv2d
+    holding the folded weight and bias as new Parameters and ``bn`` is None. Strategies 2 and 3 compute the
+    batch statistics from an extra FP32 conv; as in BN (and Jacob et al. / Krishnamoorthi) those statistics are
+    part of the autograd graph, so without quantization the gradients equal those of conv followed by BN.
+    Running statistics are updated like ``nn.BatchNorm2d`` (``momentum``, or a cumulative average when it is None;
+    unbiased variance), before strategy 3 folds them (the order of PyTorch's ``ConvBn2d._forward_slow``).
+    """
+
+    bn: nn.BatchNorm2d | None
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, strategy: int, weight_fq: nn.Module) -> None:
+        super().__init__()
+        if strategy not in STRATEGIES:
+            raise ValueError(f"BN folding strategy {strategy!r} not in {STRATEGIES}")
+        if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
+            raise ValueError("BN folding needs a BatchNorm2d with track_running_stats=True")
+        if bn.num_features != conv.out_channels:
+            raise ValueError(f"BatchNorm2d has {bn.num_features} features, conv has {conv.out_channels} outputs")
+        self.strategy = strategy
+        self.weight_fq = weight_fq
+        if strategy == 0:
+            # merged once with the running statistics; gamma, beta and the statistics are gone from then on
+            with torch.no_grad():
+                w, b = fold_conv_bn_weights(
+                    conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps
+                )
+            self.conv = _new_conv_like(conv, w, b)
+            self.bn = None
+        else:
+            self.conv = conv
+            self.bn = bn
+
+    def _bn(self) -> nn.BatchNorm2d:
+        assert self.bn is not None, "strategy 0 has no BN"
+        return self.bn
+
+    def _fold_running(self) -> tuple[Tensor, Tensor]:
+        bn = self._bn()
+        assert bn.running_mean is not None and bn.running_var is not None
+        return fold_conv_bn_weights(
+            self.conv.weight, self.conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps
+        )
+
+    def folded_weight_bias(self) -> tuple[Tensor, Tensor | None]:
+        """The deployed float weight and bias: folded with the running statistics (Eq. 4).
+
+        Strategy 0 returns its (already folded) conv Parameters; strategy -1 (not folded) the conv's weight and
+        bias, the bias possibly None. The result is differentiable in the parameters.
+        """
+        if self.strategy in (-1, 0):
+            return self.conv.weight, self.conv.bias
+        return self._fold_running()
+
+    def to_folded(self) -> QuantConv2d:
+        """The eval / deploy form: a ``QuantConv2d`` with a new Conv2d holding the folded running-statistics
+        weight and bias (copies), sharing this module's ``weight_fq``. Strategy -1 keeps BN in float: ValueError.
+        """
+        if self.strategy == -1:
+            raise ValueError("strategy -1 (no folding) keeps BatchNorm in float and cannot be folded")
+        with torch.no_grad():
+            w, b = self.folded_weight_bias()
+        return QuantConv2d(_new_conv_like(self.conv, w, b), self.weight_fq)
+
+    def _batch_stats(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        # mean and biased variance over (N, H, W), kept in the graph as in BN; running stats updated like BN's
+        bn = self._bn()
+        n = y.numel() // y.size(1)
+        if n <= 1:
+            raise ValueError(f"expected more than 1 value per channel when training, got input size {list(y.shape)}")
+        var, mean = torch.var_mean(y, dim=(0, 2, 3), correction=0)
+        assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+            bn.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+            bn.running_var.mul_(1 - factor).add_(var.detach() * (n / (n - 1)), alpha=factor)
+        return mean, var
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv, fq, s = self.conv, self.weight_fq, self.strategy
+        if s == 0:
+            return conv._conv_forward(x, fq(conv.weight), conv.bias)
+        bn = self._bn()
+        if s == -1:
+            return bn(conv._conv_forward(x, fq(conv.weight), conv.bias))
+        if s == 1 or not bn.training:
+            # deployed form: running-statistics fold, same ops as to_folded()
+            w_fold, b_fold = self._fold_running()
+            return conv._conv_forward(x, fq(w_fold), b_fold)
+        if s == 2:
+            mean, var = self._batch_stats(conv._conv_forward(x, conv.weight, conv.bias))
+            w_fold, b_fold = fold_conv_bn_weights(conv.weight, conv.bias, mean, var, bn.weight, bn.bias, bn.eps)
+            return conv._conv_forward(x, fq(w_fold), b_fold)
+        if s == 3:
+            mean, var = self._batch_stats(conv._conv_forward(x, conv.weight, conv.bias))
+            assert bn.running_var is not None
+            sigma_run = torch.sqrt(bn.running_var + bn.eps)
+            sigma_batch = torch.sqrt(var + bn.eps)
+            w_fold = conv.weight * _per_out(bn.weight, sigma_run, conv.weight.dim())
+            _, b_batch = fold_conv_bn_weights(conv.weight, conv.bias, mean, var, bn.weight, bn.bias, bn.eps)
+            y = conv._conv_forward(x, fq(w_fold), None) * (sigma_run / sigma_batch).reshape(1, -1, 1, 1)
+            return y + b_batch.reshape(1, -1, 1, 1)
+        # strategy 4: quantize the running-folded weight, undo the scaling per channel, then a real BN
+        assert bn.running_var is not None
+        sigma_run = torch.sqrt(bn.running_var + bn.eps)
+        factor = sigma_run.reciprocal() if bn.weight is None else bn.weight / sigma_run
+        # sign-preserving floor on |gamma / sigma| (sign(0) counts as +)
+        factor = torch.where(factor < 0, -1.0, 1.0) * factor.abs().clamp_min(_SCALE_FLOOR)
+        y = conv._conv_forward(x, fq(conv.weight * factor.reshape(-1, 1, 1, 1)), None) / factor.reshape(1, -1, 1, 1)
+        if conv.bias is not None:
+            y = y + conv.bias.reshape(1, -1, 1, 1)
+        return bn(y)
+
+    def extra_repr(self) -> str:
+        return f"strategy={self.strategy}"
