@@ -62,31 +62,43 @@ def calibrate(gm: nn.Module, images: torch.Tensor, batch_size: int = 256) -> Non
 def recalibrate_bn(gm: nn.Module, images: torch.Tensor, batch_size: int = 256) -> int:
     """Re-estimate BN running statistics of the quantized model on ``images`` (MQBench App. C.3).
 
-    Statistics are reset and re-accumulated as an exact average over the calibration set; BN layers folded with
-    strategy 0 (no BN left) or 1 (statistics frozen by definition) are left alone. Since folded weights depend on
-    the statistics, weight quantizers are re-calibrated afterwards. Returns the number of BN layers re-estimated.
+    Quantization parameters stay fixed. In one pass over the images every BN normalises with the batch statistics of
+    its input in the quantized model (:meth:`QuantConvBn2d.pre_bn`), so downstream layers see re-normalised
+    activations; the running mean / variance are then set to the average of the batch means / unbiased variances
+    (PyTorch's cumulative average, ``momentum=None``). The running statistics are not touched during the pass, so
+    the running-statistics fold inside strategies 1-4 stays consistent with the calibrated weight quantizers; since
+    the folded weights change with the new statistics, weight quantizers are re-calibrated afterwards. Strategy 0
+    (BN merged away) has nothing to re-estimate. Returns the number of BN layers re-estimated.
     """
     fused = [m for m in gm.modules() if isinstance(m, QuantConvBn2d)]
-    owned = {id(getattr(m, "bn", None)) for m in fused}
-    owners = [m for m in fused if m.strategy not in (0, 1)]
+    owned = {id(m.bn) for m in fused if m.bn is not None}
+    owners = [m for m in fused if m.strategy != 0]
     plain = [m for m in gm.modules() if isinstance(m, nn.BatchNorm2d) and id(m) not in owned]
-    bns = [o.bn for o in owners] + plain
-    if not bns:
+    if not owners and not plain:
         return 0
     was_training = gm.training
-    saved = [bn.momentum for bn in bns]
+    saved = [bn.momentum for bn in plain]
     gm.eval()
-    for bn in bns:
+    for m in owners:
+        m.stat_sink = []
+    for bn in plain:  # BN outside a conv+BN module: PyTorch's own cumulative re-estimation
         bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: every calibration batch weighs the same
-    for m in owners + plain:
-        m.train()
+        bn.momentum = None
+        bn.train()
     try:
         for x in _batches(images, batch_size):
             gm(x)
+        for m in owners:
+            bn, stats = m.bn, m.stat_sink
+            assert bn is not None and stats
+            bn.running_mean.copy_(torch.stack([mean for mean, _, _ in stats]).mean(0))
+            bn.running_var.copy_(torch.stack([var for _, var, _ in stats]).mean(0))
+            bn.num_batches_tracked.fill_(len(stats))
     finally:
-        for bn, mom in zip(bns, saved, strict=True):
+        for m in owners:
+            m.stat_sink = None
+        for bn, mom in zip(plain, saved, strict=True):
             bn.momentum = mom
         gm.train(was_training)
     calibrate_weights(gm)
-    return len(bns)
+    return len(owners) + len(plain)

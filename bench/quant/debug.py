@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bench.engine.evaluate import evaluate
-from bench.quant.insert import quantizers, weighted_modules
+from bench.quant.insert import WEIGHTED, TiedRequant, quantizers, weighted_modules
 from bench.quant.quantizer import FakeQuantize
 
 
@@ -66,17 +66,30 @@ def quantizer_sqnr(gm: nn.Module, images: torch.Tensor) -> dict[str, float]:
 
 
 def _layer_inputs(gm: nn.Module) -> dict[str, list[FakeQuantize]]:
-    """For each weighted layer, the activation quantizers on its input edge."""
+    """For each weighted layer, the activation quantizers its input went through since the previous layer
+    (walking back through pooling, re-quantization, flatten and activations)."""
     import torch.fx as fx
 
     assert isinstance(gm, fx.GraphModule)
     out: dict[str, list[FakeQuantize]] = {}
     for node in gm.graph.nodes:
-        if node.op != "call_module" or not isinstance(gm.get_submodule(str(node.target)), FakeQuantize):
+        if node.op != "call_module" or not isinstance(gm.get_submodule(str(node.target)), WEIGHTED):
             continue
-        for user in node.users:
-            if user.op == "call_module":
-                out.setdefault(str(user.target), []).append(gm.get_submodule(str(node.target)))
+        found: list[FakeQuantize] = []
+        src = node.args[0]
+        while isinstance(src, fx.Node) and src.op in ("call_module", "call_function", "call_method") and src.args:
+            m = gm.get_submodule(str(src.target)) if src.op == "call_module" else None
+            if isinstance(m, WEIGHTED):
+                break
+            if isinstance(m, FakeQuantize):
+                found.append(m)
+                break  # the tensor is quantized here; what came before belongs to the layer that produced it
+            if isinstance(m, TiedRequant):
+                found.append(m.source)
+            if not isinstance(src.args[0], fx.Node) or len([a for a in src.args if isinstance(a, fx.Node)]) > 1:
+                break  # adds and concatenations join branches: stop there
+            src = src.args[0]
+        out[str(node.target)] = found
     return out
 
 
@@ -85,9 +98,10 @@ def sensitivity(
 ) -> list[dict[str, Any]]:
     """Per weighted layer: SQNR of its weight and input quantizers, and test accuracy with only that layer's
     quantizers on (everything else in float). Restores the quantizers' state afterwards."""
+    state = {id(fq): fq.enabled for _, fq in quantizers(gm)}
+    set_mode(gm)  # SQNRs of every quantizer, whatever debug mode the model is in
     sq = quantizer_sqnr(gm, images)
     inputs = _layer_inputs(gm)
-    state = {id(fq): fq.enabled for _, fq in quantizers(gm)}
     rows = []
     try:
         for layer, m in weighted_modules(gm):

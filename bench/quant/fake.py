@@ -1,9 +1,10 @@
 """Fake-quantization maths: quantization parameters from a range, power-of-two scales, the fused fake-quant ops.
 
-``x_hat = s * (clamp(round(x / s) + z, qmin, qmax) - z)`` (round half to even, as ``torch.round``), with the
-straight-through estimator for ``round`` (gradient 1 inside the grid, 0 where clamped). PyTorch's fused
-``fake_quantize_per_{tensor,channel}_affine`` compute exactly this (checked bit-exact in the tests) and are used
-whenever scale and zero point are fixed.
+``x_hat = s * (clamp(round(x * (1/s)) + z, qmin, qmax) - z)`` (round half to even), with the straight-through
+estimator for ``round`` (gradient 1 inside the grid, 0 where clamped). PyTorch's fused
+``fake_quantize_per_{tensor,channel}_affine`` compute exactly this, multiplying by the float32 reciprocal of the
+scale (it differs from ``x / s`` only at exact half-way points); they are used whenever scale and zero point are
+fixed, and :func:`quantize_to_int` uses the same reciprocal so integer codes agree bit for bit.
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
 def quantize_to_int(
     x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, ch_axis: int | None = None
 ) -> torch.Tensor:
-    """The integer codes ``clamp(round(x / s) + z, qmin, qmax)`` (float tensor holding integers)."""
+    """The integer codes ``clamp(round(x * (1/s)) + z, qmin, qmax)`` (float tensor holding integers), exactly the
+    codes behind :func:`fake_quantize`."""
     if ch_axis is not None:
         shape = [1] * x.dim()
         shape[ch_axis] = -1
         scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
-    return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
+    return torch.clamp(torch.round(x * scale.float().reciprocal()) + zero_point, qmin, qmax)

@@ -346,3 +346,14 @@ def quantizers(gm: nn.Module) -> list[tuple[str, FakeQuantize]]:
 def weighted_modules(gm: nn.Module) -> list[tuple[str, nn.Module]]:
     """All quantized conv/linear modules of a prepared model."""
     return [(n, m) for n, m in gm.named_modules() if isinstance(m, WEIGHTED)]
+
+
+def convert_folded(gm: fx.GraphModule) -> fx.GraphModule:
+    """The deployment form of a prepared model: every conv+BN module with a folding strategy 0..4 replaced by its
+    folded conv (running statistics in the weights), in place. Eval-mode outputs are unchanged; strategy -1 keeps
+    its float BN (the academic setting is not foldable by definition)."""
+    for name, m in list(gm.named_modules()):
+        if isinstance(m, QuantConvBn2d) and m.strategy != -1:
+            _set_submodule(gm, name, m.to_folded())
+    gm.recompile()
+    return gm

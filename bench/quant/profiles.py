@@ -80,6 +80,9 @@ def profile_from_config(hw: DictConfig | dict[str, Any]) -> HardwareProfile:
     h = OmegaConf.to_container(hw, resolve=True) if isinstance(hw, DictConfig) else dict(hw)
     assert isinstance(h, dict)
     name = str(h.get("name", "?"))
+    for key in ("graph", "bn_fold"):
+        if type(h.get(key)) is not int:  # noqa: E721  (bool and float are not accepted)
+            raise ProfileError(f"profile {name}: {key}={h.get(key)!r} must be an integer")
     return HardwareProfile(
         name=name,
         weight=_spec(h.get("weight"), name, "weight"),

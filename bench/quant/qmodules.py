@@ -147,6 +147,8 @@ class QuantConvBn2d(nn.Module):
             raise ValueError(f"BatchNorm2d has {bn.num_features} features, conv has {conv.out_channels} outputs")
         self.strategy = strategy
         self.weight_fq = weight_fq
+        # set by BN re-calibration (bench.ptq.calibrate.recalibrate_bn): forward collects batch statistics
+        self.stat_sink: list[tuple[Tensor, Tensor, int]] | None = None
         if strategy == 0:
             # merged once with the running statistics; gamma, beta and the statistics are gone from then on
             with torch.no_grad():
@@ -205,8 +207,24 @@ class QuantConvBn2d(nn.Module):
             bn.running_var.mul_(1 - factor).add_(var.detach() * (n / (n - 1)), alpha=factor)
         return mean, var
 
+    def pre_bn(self, x: Tensor) -> Tensor:
+        """The BN input of the quantized layer: ``conv(x, W_q)`` with the deployed quantized weight expressed before
+        BN (the running-statistics fold undone per channel, as strategy 4 computes it). BN re-calibration
+        estimates statistics of this tensor. Not defined for strategy 0 (no BN left)."""
+        conv, fq, bn = self.conv, self.weight_fq, self._bn()
+        if self.strategy == -1:
+            return conv._conv_forward(x, fq(conv.weight), conv.bias)
+        assert bn.running_var is not None
+        sigma_run = torch.sqrt(bn.running_var + bn.eps)
+        factor = sigma_run.reciprocal() if bn.weight is None else bn.weight / sigma_run
+        factor = torch.where(factor < 0, -1.0, 1.0) * factor.abs().clamp_min(_SCALE_FLOOR)
+        y = conv._conv_forward(x, fq(conv.weight * factor.reshape(-1, 1, 1, 1)), None) / factor.reshape(1, -1, 1, 1)
+        return y if conv.bias is None else y + conv.bias.reshape(1, -1, 1, 1)
+
     def forward(self, x: Tensor) -> Tensor:
         conv, fq, s = self.conv, self.weight_fq, self.strategy
+        if self.stat_sink is not None:
+            return self._forward_collect(x)
         if s == 0:
             return conv._conv_forward(x, fq(conv.weight), conv.bias)
         bn = self._bn()
@@ -229,16 +247,21 @@ class QuantConvBn2d(nn.Module):
             _, b_batch = fold_conv_bn_weights(conv.weight, conv.bias, mean, var, bn.weight, bn.bias, bn.eps)
             y = conv._conv_forward(x, fq(w_fold), None) * (sigma_run / sigma_batch).reshape(1, -1, 1, 1)
             return y + b_batch.reshape(1, -1, 1, 1)
-        # strategy 4: quantize the running-folded weight, undo the scaling per channel, then a real BN
-        assert bn.running_var is not None
-        sigma_run = torch.sqrt(bn.running_var + bn.eps)
-        factor = sigma_run.reciprocal() if bn.weight is None else bn.weight / sigma_run
-        # sign-preserving floor on |gamma / sigma| (sign(0) counts as +)
-        factor = torch.where(factor < 0, -1.0, 1.0) * factor.abs().clamp_min(_SCALE_FLOOR)
-        y = conv._conv_forward(x, fq(conv.weight * factor.reshape(-1, 1, 1, 1)), None) / factor.reshape(1, -1, 1, 1)
-        if conv.bias is not None:
-            y = y + conv.bias.reshape(1, -1, 1, 1)
-        return bn(y)
+        # strategy 4: quantize the running-folded weight, undo the scaling per channel (sign-preserving floor on
+        # |gamma / sigma|, sign(0) counting as +), then a real BN
+        return bn(self.pre_bn(x))
+
+    @torch.no_grad()
+    def _forward_collect(self, x: Tensor) -> Tensor:
+        # BN re-calibration pass: normalise with this batch's statistics of pre_bn(x) (as BN in training) and
+        # append (mean, unbiased var) to the sink; running statistics (and so the folded weights) stay untouched
+        bn = self._bn()
+        z = self.pre_bn(x)
+        n = z.numel() // z.size(1)
+        var, mean = torch.var_mean(z, dim=(0, 2, 3), correction=0)
+        assert self.stat_sink is not None
+        self.stat_sink.append((mean, var * (n / max(n - 1, 1)), z.size(0)))
+        return F.batch_norm(z, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
 
     def extra_repr(self) -> str:
         return f"strategy={self.strategy}"

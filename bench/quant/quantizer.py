@@ -96,6 +96,15 @@ class FakeQuantize(nn.Module):
             self.signed = bool(signed)
         self.calibrated = True
 
+    def get_extra_state(self) -> dict[str, bool]:
+        """Saved with the buffers: the resolved signedness (adaptive specs) is part of the quantizer's grid."""
+        return {"signed": bool(self.signed), "calibrated": bool(self.calibrated)}
+
+    def set_extra_state(self, state: dict[str, bool]) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        self.signed = bool(state["signed"])
+        self.calibrated = bool(state["calibrated"])
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         # per-channel buffers change size at calibration: adopt the stored shapes before loading
         for name in ("scale", "zero_point"):

@@ -232,3 +232,21 @@ def test_bn_based_activation_ranges_reach_the_observer() -> None:
     assert not fq.signed and fq.qrange == (0, 255)
     assert float(fq.scale) == pytest.approx(hi / 255, rel=1e-6)
     assert gm.get_submodule("act_fq_x").observer.fallback  # the image has no BN before it: min/max
+
+
+@pytest.mark.parametrize("bn_fold", [0, 1, 2, 3, 4])
+def test_convert_folded_keeps_eval_outputs(bn_fold: int) -> None:
+    from bench.quant.insert import convert_folded
+    from bench.quant.qmodules import QuantConv2d
+
+    torch.manual_seed(0)
+    model = inverted_residual_net().eval()
+    gm = prepare(model, load_profile("fbgemm").with_overrides(bn_fold=bn_fold), w_bits=4, a_bits=4)
+    x = torch.randn(8, 1, 8, 8)
+    calibrate(gm, x, 4)
+    gm.eval()
+    before = gm(x)
+    convert_folded(gm)
+    assert not any(isinstance(m, QuantConvBn2d) for m in gm.modules())
+    assert sum(isinstance(m, QuantConv2d) for m in gm.modules()) == 4
+    torch.testing.assert_close(gm(x), before, atol=1e-6, rtol=1e-6)
