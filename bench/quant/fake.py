@@ -16,9 +16,11 @@ from bench.quant.spec import QuantSpec
 EPS = torch.finfo(torch.float32).eps  # smallest scale: an all-zero tensor still gets a valid grid
 
 
-def pot_scale(scale: torch.Tensor) -> torch.Tensor:
-    """Snap a scale to the nearest power of two in the log domain: ``2 ** round(log2(s))`` (MQBench's choice)."""
-    return torch.pow(2.0, torch.round(torch.log2(scale.clamp_min(EPS))))
+def pot_scale(scale: torch.Tensor, mode: str = "round") -> torch.Tensor:
+    """Snap a scale to a power of two: ``2 ** round(log2(s))`` (``mode="round"``, MQBench's choice for learned
+    scales) or ``2 ** ceil(log2(s))`` (``mode="ceil"``: the smallest power of two that keeps the whole range)."""
+    snap = torch.ceil if mode == "ceil" else torch.round
+    return torch.pow(2.0, snap(torch.log2(scale.clamp_min(EPS))))
 
 
 def qparams_from_range(
@@ -29,7 +31,10 @@ def qparams_from_range(
     Works per tensor (0-d or 1-element inputs) and per channel (1-d inputs). The range is widened to contain 0 so
     that zero is exactly representable. Symmetric: ``s = max(|min|, |max|) / qmax`` on a signed grid and
     ``max / qmax`` on an unsigned one, ``z = 0``. Asymmetric: ``s = (max - min) / (qmax - qmin)``,
-    ``z = clamp(qmin - round(min / s), qmin, qmax)``. Power-of-two profiles snap ``s`` with :func:`pot_scale`.
+    ``z = clamp(qmin - round(min / s), qmin, qmax)``. Power-of-two profiles snap ``s`` up to the next power of two
+    (``pot_scale(s, "ceil")``): a range is a promise not to clip, and rounding in the log domain would clip up to
+    29% of it (MinMax on TVM lost 16 points of ResNet-50-mini W8A8 accuracy that way); an MSE search still reaches
+    smaller powers of two by shrinking the range it passes in.
     """
     if signed is None:
         signed = spec.signed if spec.signed is not None else bool((min_val < 0).any())
@@ -40,12 +45,12 @@ def qparams_from_range(
         amax = torch.maximum(-min_neg, max_pos) if signed else max_pos
         scale = (amax / qmax).clamp_min(EPS)
         if spec.pot_scale:
-            scale = pot_scale(scale)
+            scale = pot_scale(scale, "ceil")
         zero_point = torch.zeros_like(scale, dtype=torch.int32)
     else:
         scale = ((max_pos - min_neg) / (qmax - qmin)).clamp_min(EPS)
         if spec.pot_scale:
-            scale = pot_scale(scale)
+            scale = pot_scale(scale, "ceil")
         zero_point = (qmin - torch.round(min_neg / scale)).clamp(qmin, qmax).to(torch.int32)
     return scale, zero_point
 

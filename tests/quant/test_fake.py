@@ -47,7 +47,7 @@ def ref_qparams(lo: float, hi: float, spec: QuantSpec, signed: bool) -> tuple[np
         s = np.float32((hi32 - lo32) / np.float32(qmax - qmin))
     s = max(s, F32_EPS)
     if spec.pot_scale:
-        s = np.float32(2.0 ** round(math.log2(float(s))))
+        s = np.float32(2.0 ** math.ceil(math.log2(float(s))))  # the next power of two: no clipping
     if spec.symmetric:
         return s, 0
     z = qmin - int(np.round(np.float32(lo32 / s)))  # np.round: half to even, like torch.round
@@ -211,7 +211,9 @@ def test_qparams_known_values() -> None:
     s, z = qparams_from_range(lo, hi, QuantSpec(bits=8, signed=True, symmetric=False))
     assert s.item() == pytest.approx(4.0 / 255) and z.item() == -128 + 64
     s, _ = qparams_from_range(lo, hi, QuantSpec(bits=8, pot_scale=True))
-    assert s.item() == 2.0**-5  # log2(3/127) = -5.4 -> -5
+    assert s.item() == 2.0**-5  # log2(3/127) = -5.4 -> up to -5
+    s, _ = qparams_from_range(lo, torch.tensor(2.5), QuantSpec(bits=8, pot_scale=True))
+    assert s.item() == 2.0**-5  # log2(2.5/127) = -5.67: rounding would give 2^-6 and clip 2.5 to 1.98
     # a strictly positive range is widened to contain 0: z stays at qmin
     s, z = qparams_from_range(torch.tensor(2.0), torch.tensor(4.0), QuantSpec(bits=8, signed=False, symmetric=False))
     assert s.item() == pytest.approx(4.0 / 255) and z.item() == 0
@@ -244,7 +246,7 @@ def test_fake_quantize_bit_exact_and_ste_gradient(
     calib = sample("mixed")
     lo, hi = row_ranges(calib, axis)
     # the input goes beyond the calibrated range (clamping); exact half-way points: see the tie tests below
-    x = torch.cat([calib * 1.37, torch.randn(4, 5, 6) * 3], dim=2)
+    x = torch.cat([calib * 2.7, torch.randn(4, 5, 6) * 3], dim=2)  # 2.7x: beyond even a power-of-two grid
     clamped = 0
     for bits in BITS:
         spec = QuantSpec(bits=bits, signed=signed, symmetric=symmetric, per_channel=axis is not None,

@@ -227,7 +227,7 @@ def ref_mse_search(
 def sym_qparams(qmax: int, pot: bool = False) -> QParams:
     def f(lo: float, hi: float) -> tuple[float, int]:
         s = float(np.float32(max(-lo, hi, 0.0)) / np.float32(qmax))
-        return (2.0 ** round(math.log2(s)) if pot else s), 0
+        return (2.0 ** math.ceil(math.log2(s)) if pot else s), 0
 
     return f
 
@@ -328,10 +328,13 @@ def ref_kl_curve(hist: np.ndarray, levels: int) -> list[float]:
     return out
 
 
-def ref_kld_threshold(x: torch.Tensor, levels: int, nbins: int = 2048) -> float:
+def ref_kld_threshold(x: torch.Tensor, levels: int, nbins: int = 2048, flatten_zero_bin: bool = True) -> float:
     a = np.abs(x.numpy().astype(np.float32)).ravel()
     amax = a.max()
-    curve = ref_kl_curve(ref_histogram(a, amax, nbins), levels)
+    hist = ref_histogram(a, amax, nbins)
+    if flatten_zero_bin:
+        hist[0] = hist[1]  # NVIDIA's calibrator: the spike of exact zeros (ReLU) does not count
+    curve = ref_kl_curve(hist, levels)
     best = int(np.argmin(curve)) + levels
     return float(min(np.float32(best + 0.5) * (amax / np.float32(nbins)), amax))
 
@@ -354,6 +357,17 @@ def test_kld_matches_reference(spec: QuantSpec, data: str, levels: int) -> None:
     assert lo.item() == pytest.approx(max(-t, float(x.min())), rel=1e-6)
     if data == "laplace":
         assert hi.item() < 0.5 * float(x.max())  # the outliers are clipped
+
+
+def test_kld_zero_spike_option() -> None:
+    x = torch.randn(30000).relu()
+    spec = QuantSpec(bits=8, signed=None)
+    plain = observe("kld", spec, x, flatten_zero_bin=False)
+    plain.compute()
+    assert plain.range[1].item() == pytest.approx(ref_kld_threshold(x, 256, flatten_zero_bin=False), rel=1e-6)
+    flat = observe("kld", spec, x)
+    flat.compute()
+    assert flat.range[1].item() > plain.range[1].item()  # the zero spike no longer drags the threshold down
 
 
 def test_kl_closed_form_equals_direct_kl() -> None:
