@@ -377,9 +377,12 @@ class QuantileObserver(_SampledObserver):
 class NormObserver(Observer):
     """The LSQ initialisation ``s = 2 mean(|x|) / sqrt(Qp)`` (``Qp`` = qmax of the resolved grid), as a range.
 
-    Symmetric: ``[-s Qp, s Qp]`` (``[0, s Qp]`` unsigned). Asymmetric: anchored at the observed minimum,
-    ``[m, m + s (qmax - qmin)]`` with ``m = min(min x, 0)``, so the zero point follows from the minimum.
-    Power-of-two specs snap ``s`` in ``qparams_from_range``. The mean of ``|x|`` runs over all batches (float64).
+    Symmetric: ``[-s Qp, s Qp]`` (``[0, s Qp]`` unsigned). Asymmetric: a span ``S = s (qmax - qmin)`` placed at
+    ``lo = clamp(mid - S/2, min(min x, 0), 0)``, ``hi = lo + S`` with ``mid`` the centre of the observed range: a span
+    wider than the data starts at the data's minimum (LSQ+'s zero point at ``qmin`` for non-negative data), a
+    narrower one clips both tails evenly and keeps 0 inside. (Anchoring the span at the minimum instead put weights
+    of SNPE's uint8 grid entirely below zero: every positive weight clipped to 0, 10% accuracy.) Power-of-two specs
+    snap ``s`` in ``qparams_from_range``. The mean of ``|x|`` runs over all batches (float64).
     """
 
     def __init__(self, spec: QuantSpec, **options: Any) -> None:
@@ -393,7 +396,7 @@ class NormObserver(Observer):
         self._count += rows.shape[1]
 
     def _clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        min_val, _ = self._observed()
+        min_val, max_val = self._observed()
         assert self._abs_sum is not None
         signed = self.signed
         qmin, qmax = self.spec.qrange(signed)
@@ -401,8 +404,11 @@ class NormObserver(Observer):
         if self.spec.symmetric:
             hi = step * qmax
             return (-hi if signed else torch.zeros_like(hi)), hi
-        lo = min_val.double().clamp_max(0.0)
-        return lo, lo + step * (qmax - qmin)
+        span = step * (qmax - qmin)
+        data_lo = min_val.double().clamp_max(0.0)
+        mid = (min_val.double() + max_val.double()) / 2
+        lo = torch.minimum(torch.maximum(mid - span / 2, data_lo), torch.zeros_like(data_lo))
+        return lo, lo + span
 
 
 @_register("meanstd")

@@ -453,11 +453,20 @@ def test_norm_is_lsq_init() -> None:
     asym = observe("norm", QuantSpec(bits=4, signed=None, symmetric=False), x)
     scale, zp = asym.compute()
     s = 2.0 * (x.double().abs().sum() / x.numel()) / math.sqrt(7)
-    lo = x.double().min()
-    assert torch.equal(asym.range[0], lo.float().reshape(1))
-    assert torch.equal(asym.range[1], (lo + s * 15).float().reshape(1))
+    span = s * 15
+    mid = (x.double().min() + x.double().max()) / 2
+    lo = min(max(float(mid - span / 2), float(x.double().min())), 0.0)  # centred, inside the data, 0 kept
+    assert asym.range[0].item() == pytest.approx(lo, rel=1e-6)
+    assert asym.range[1].item() == pytest.approx(lo + float(span), rel=1e-6)
     assert scale.item() == pytest.approx(float(s), rel=1e-6)
-    assert int(zp) == int(np.clip(-8 - np.round(float(lo) / scale.item()), -8, 7))
+    assert int(zp) == int(np.clip(-8 - np.round(lo / scale.item()), -8, 7))
+    # a span wider than non-negative data starts at 0 (zero point at qmin, as LSQ+); signed weights on an unsigned
+    # grid keep zero inside the range with positive and negative values representable
+    relu = observe("norm", QuantSpec(bits=8, signed=False, symmetric=False), x.abs())
+    assert relu.compute()[1].item() == 0 and relu.range[0].item() == 0.0
+    w = observe("norm", QuantSpec(bits=8, signed=False, symmetric=False), x)
+    w.compute()
+    assert w.range[0].item() < 0 < w.range[1].item()
 
 
 @pytest.mark.parametrize("k", [3.0, 2.6])
