@@ -3,6 +3,8 @@ from a forward pass over the calibration images; and BN re-calibration (MQBench 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -11,7 +13,7 @@ from bench.quant.qmodules import QuantConvBn2d
 from bench.quant.quantizer import FakeQuantize
 
 
-def _batches(images: torch.Tensor, batch_size: int):  # noqa: ANN202
+def _batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
     for i in range(0, images.shape[0], batch_size):
         yield images[i : i + batch_size]
 

@@ -30,6 +30,7 @@ import torch.fx as fx
 from torch import nn
 
 from bench.models.graph import trace
+from bench.quant.fake import fake_quantize
 from bench.quant.observers import build_observer
 from bench.quant.profiles import HardwareProfile
 from bench.quant.qmodules import QuantConv2d, QuantConvBn2d, QuantLinear
@@ -75,8 +76,6 @@ class TiedRequant(nn.Module):
         src = self.source
         if src.observing or not src.active:
             return x
-        from bench.quant.fake import fake_quantize
-
         qmin, qmax = src.qrange
         return fake_quantize(x, src.scale, src.zero_point, qmin, qmax, src.ch_axis)
 
