@@ -58,10 +58,16 @@ def batch_size(t: DictConfig, arch: DictConfig) -> int:
     return int(t.batch_size if t.batch_size is not None else arch.batch_size)
 
 
+def max_batches(t: DictConfig, debug: DictConfig) -> int | None:
+    """Optimizer steps per epoch of a phase: ``steps_per_epoch`` and ``debug.max_train_batches``, the smaller."""
+    caps = [int(v) for v in (t.steps_per_epoch, debug.max_train_batches) if v is not None]
+    return min(caps) if caps else None
+
+
 def baseline_key(cfg: DictConfig, fingerprint: str) -> dict[str, Any]:
     """Everything the FP32 weights depend on; its hash names the cache file."""
     recipe = resolve_recipe(cfg.baseline, cfg.arch)
-    return {
+    key = {
         "format": CHECKPOINT_FORMAT,
         "arch": cfg.arch.name,
         "data": cfg.data.name,
@@ -73,6 +79,9 @@ def baseline_key(cfg: DictConfig, fingerprint: str) -> dict[str, Any]:
         "max_train_batches": cfg.debug.max_train_batches,
         "max_eval_batches": cfg.debug.max_eval_batches,
     }
+    if cfg.baseline.steps_per_epoch is not None:  # only in the key when set, so existing caches stay valid
+        key["steps_per_epoch"] = int(cfg.baseline.steps_per_epoch)
+    return key
 
 
 def baseline_path(cfg: DictConfig, key: dict[str, Any]) -> Path:
@@ -193,8 +202,8 @@ def _train_baseline(
     result = train(
         model, train_data.train, train_data.test, recipe,
         metrics=metrics, phase="fp32_baseline",
-        max_train_batches=cfg.debug.max_train_batches, max_eval_batches=cfg.debug.max_eval_batches,
-        progress=bool(cfg.progress), resume=resume, save_state=save_state,
+        max_train_batches=max_batches(cfg.baseline, cfg.debug), max_eval_batches=cfg.debug.max_eval_batches,
+        progress=bool(cfg.progress), resume=resume, save_state=save_state, log_every=int(cfg.baseline.log_every),
     )
     if result.status != "ok":
         raise BenchError(

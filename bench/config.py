@@ -64,6 +64,7 @@ class HwConfig:
     hardware: str = "-"
     graph: int = 1
     bn_fold: int = -1
+    hardware_target: bool = False  # a real deployment target (uniform integer grids only); False = academic
     first_last_bits: int | None = 8
     weight: SpecConfig = field(default_factory=SpecConfig)
     act: SpecConfig = field(default_factory=lambda: SpecConfig(signed=None))
@@ -117,6 +118,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     min_lr: float = 0.0
     seed: int = 0  # only used by the baseline recipe: every cell fine-tunes the same FP32 model
+    steps_per_epoch: int | None = None  # cap on optimizer steps per epoch (None = one pass over the training set)
+    log_every: int = 50  # write the running training loss / top-1 to metrics.jsonl every this many steps (0 = off)
 
 
 @dataclass
@@ -258,6 +261,9 @@ def validate(cfg: DictConfig | BenchConfig) -> None:
     for name in ("train", "baseline"):
         t = c[name]
         _need(t.epochs >= 0, f"{name}.epochs={t.epochs} must be >= 0")
+        _need(t.steps_per_epoch is None or t.steps_per_epoch > 0,
+              f"{name}.steps_per_epoch={t.steps_per_epoch} must be > 0 (or null for a full pass)")
+        _need(t.log_every >= 0, f"{name}.log_every={t.log_every} must be >= 0")
         _need(t.lr is None or t.lr > 0, f"{name}.lr={t.lr} must be > 0")
         _need(t.weight_decay is None or t.weight_decay >= 0, f"{name}.weight_decay={t.weight_decay} must be >= 0")
         _need(t.batch_size is None or t.batch_size > 0, f"{name}.batch_size={t.batch_size} must be > 0")

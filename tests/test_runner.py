@@ -50,14 +50,14 @@ def test_rerun_is_skipped(make_cfg, tmp_path, capsys):
 
 
 def test_planned_algorithm_fails_before_work(make_cfg, tmp_path):
-    cfg = make_cfg("algo=lsq", "hw=tvm", "data=synthetic", "arch=tiny")
-    with pytest.raises(NotImplementedYet, match="QAT algorithms capability"):
+    cfg = make_cfg("algo=adaround", "hw=tvm", "data=synthetic", "arch=tiny")
+    with pytest.raises(NotImplementedYet, match="advanced PTQ capability"):
         runner.run(cfg, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
 def test_failed_record(make_cfg, tmp_path):
-    cfg = make_cfg("algo=lsq", "data=synthetic", "arch=tiny")
-    path = runner.write_failed(cfg, tmp_path / "f", "algo=lsq is not implemented yet")
+    cfg = make_cfg("algo=apot", "hw=tvm", "data=synthetic", "arch=tiny")
+    path = runner.write_failed(cfg, tmp_path / "f", "algo=apot cannot run on hw=tvm")
     rec = json.loads(path.read_text())
-    assert rec["status"] == "failed" and rec["error"].startswith("algo=lsq") and rec["config_hash"]
+    assert rec["status"] == "failed" and rec["error"].startswith("algo=apot") and rec["config_hash"]

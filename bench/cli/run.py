@@ -17,14 +17,16 @@ SUMMARY = (
     "Runs one cell of the grid algorithm x arch x hardware profile x bit-width: load (or train and cache) the FP32\n"
     "baseline, apply the algorithm, evaluate, write result.json (+ metrics.jsonl) under runs/<track>/.\n"
     "Defaults: algo=fp32 hw=academic arch=resnet18_mini bits=w4a4 data=fashion_mnist. An identical cell that was\n"
-    "already recorded is skipped. algo=fp32 and algo=ptq run in this version; the others fail with a reason."
+    "already recorded is skipped. fp32, ptq and the QAT algorithms (lsq, lsqplus, pact, dsq, dorefa, qil, apot)\n"
+    "run in this version; the advanced PTQ methods fail with a reason."
 )
 EXAMPLES = [
     "python -m bench run                                  # FP32 reference cell on the embedded default",
     "python -m bench run arch=mobilenetv2_mini seed=1",
     "python -m bench run algo=ptq hw=tvm bits=w8a8            # post-training quantization on a profile",
     "python -m bench run algo=ptq hw=snpe bits=w4a4 ptq.bn_recalib=true quant.report=true",
-    "python -m bench run algo=lsq hw=tvm                  # once the QAT issue has landed",
+    "python -m bench run algo=lsq hw=tvm                  # QAT (train=mini_qat: 300 steps, about a minute)",
+    "python -m bench run algo=pact hw=snpe algo.params.init=paper train.epochs=3",
     "python -m bench run -m arch=resnet18_mini,resnet50_mini   # a local sweep",
     "python -m bench run data=synthetic arch=tiny debug=smoke  # seconds",
 ]

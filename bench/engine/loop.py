@@ -78,11 +78,14 @@ def train(
     progress: bool = True,
     resume: dict[str, Any] | None = None,
     save_state: Callable[[dict[str, Any]], None] | None = None,
+    log_every: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place with SGD, warm-up + cosine and label smoothing; evaluate after every epoch.
 
     ``resume`` is a state dict previously given to ``save_state`` (called after each epoch), so an interrupted
     phase continues where it stopped with the same result. A non-finite loss ends the phase with status ``nc``.
+    ``log_every > 0`` writes the running training loss / top-1 of the last ``log_every`` steps to ``metrics`` (the
+    training curve within an epoch).
     """
     hooks = hooks or TrainHooks()
     metrics = metrics or MetricsWriter(None)
@@ -118,6 +121,7 @@ def train(
             train_loader.set_epoch(epoch)
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
+        win_loss, win_correct, win_seen = 0.0, 0, 0
         bar = tqdm(
             total=steps_per_epoch,
             desc=f"{phase} {epoch + 1}/{recipe.epochs}",
@@ -142,9 +146,15 @@ def train(
             scheduler.step()
             step += 1
             hooks.on_step(step, model)
-            loss_sum += loss.item() * y.numel()
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += y.numel()
+            batch_loss, batch_correct = loss.item() * y.numel(), (logits.argmax(1) == y).sum().item()
+            loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + y.numel()
+            win_loss, win_correct, win_seen = win_loss + batch_loss, win_correct + batch_correct, win_seen + y.numel()
+            if log_every and step % log_every == 0:
+                metrics.write({
+                    "phase": phase, "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                    "train_loss": win_loss / win_seen, "train_top1": 100.0 * win_correct / win_seen,
+                })
+                win_loss, win_correct, win_seen = 0.0, 0, 0
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         bar.close()

@@ -31,7 +31,8 @@ class HardwareProfile:
     output-channel axis 0); ``graph`` is the block-graph variant of MQBench Fig. 4 (1: inputs of conv/linear only;
     2: also add and pooling, the residual add fused with its main-branch conv so only its other input is quantized;
     3: every add/concat input quantized); ``bn_fold`` the default BN-folding strategy (-1 = keep BN in float);
-    ``first_last_bits`` the bit-width of the first and last layer (None = the cell's bits).
+    ``first_last_bits`` the bit-width of the first and last layer (None = the cell's bits); ``hardware_target``
+    whether this is a deployment target (only uniform integer grids) rather than the academic setting.
     """
 
     name: str
@@ -40,6 +41,7 @@ class HardwareProfile:
     graph: int
     bn_fold: int
     first_last_bits: int | None = 8
+    hardware_target: bool = False
     provider: str = "-"
     hardware: str = "-"
     description: str = ""
@@ -90,6 +92,7 @@ def profile_from_config(hw: DictConfig | dict[str, Any]) -> HardwareProfile:
         graph=int(h["graph"]),
         bn_fold=int(h["bn_fold"]),
         first_last_bits=None if h.get("first_last_bits") is None else int(h["first_last_bits"]),
+        hardware_target=bool(h.get("hardware_target", False)),
         provider=str(h.get("provider", "-")),
         hardware=str(h.get("hardware", "-")),
         description=str(h.get("description", "")),

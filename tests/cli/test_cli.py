@@ -59,7 +59,16 @@ def truncated_checkpoint(tmp_path: Path) -> Path:
     [
         (["arch=resnet19_mini"], "unknown arch 'resnet19_mini'; accepted: "),
         (["data.root=/no/such/dir"], "data.root='/no/such/dir' does not exist"),
-        (["algo=lsq", "hw=tvm"], "algo=lsq is not implemented yet"),
+        (["algo=adaround", "hw=tvm"], "algo=adaround is not implemented yet"),
+        (["algo=apot", "hw=tvm"], "algo=apot cannot run on hw=tvm: APoT's additive powers-of-two levels are "
+                                  "non-uniform, which no integer target executes (MQBench Table 2); "
+                                  "accepted: hw=academic"),
+        (["algo=qil", "hw=snpe"], "algo=qil cannot run on hw=snpe"),
+        (["algo=lsq", "bits.w=0"], "bits.w=0 out of range; accepted: 2..8"),
+        (["algo=lsq", "train.epochs=-1"], "train.epochs=-1 must be >= 0"),
+        (["algo=lsq", "train.steps_per_epoch=0"], "train.steps_per_epoch=0 must be > 0"),
+        (["algo=pact", "algo.params.init=zero"], "unknown algo.params.init 'zero'; accepted: calib, paper"),
+        (["algo=lsq", "+algo.params.lr_scale=2"], "unknown algo.params.lr_scale for algo=lsq; accepted: "),
         (["bits.w=1"], "bits.w=1 out of range"),
         (["algo=ptq", "bits.a=9"], "bits.a=9 out of range; accepted: 2..8"),
         (["algo=ptq", "hw=foo"], "unknown hw 'foo'; accepted: academic, acl, fbgemm, snpe, tensorrt, tvm"),
@@ -98,12 +107,13 @@ def test_smoke_cell_writes_record_then_skips(tmp_path):
 
 
 def test_multirun_records_failed_cell_and_goes_on(tmp_path):
-    bench("run", "-m", "algo=fp32,lsq", "data=synthetic", "arch=tiny", "debug=smoke", "runs_dir=runs",
-          tmp_path=tmp_path, check=True)
+    bench("run", "-m", "algo=lsq,apot,adaround", "hw=tvm", "data=synthetic", "arch=tiny", "debug=smoke",
+          "runs_dir=runs", tmp_path=tmp_path, check=True)
     recs = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("result.json")]
     recs = {r["algo"]: r for r in recs}
-    assert recs["fp32"]["status"] == "ok"
-    assert recs["lsq"]["status"] == "failed" and "not implemented yet" in recs["lsq"]["error"]
+    assert recs["lsq"]["status"] == "ok"
+    assert recs["apot"]["status"] == "failed" and "cannot run on hw=tvm" in recs["apot"]["error"]
+    assert recs["adaround"]["status"] == "failed" and "not implemented yet" in recs["adaround"]["error"]
 
 
 def test_pretrain_verb(tmp_path):

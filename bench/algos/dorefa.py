@@ -1,0 +1,84 @@
+"""``algo=dorefa``: DoReFa-Net (Zhou et al. 2016; MQBench App. F), rule-based: nothing is learned but the network.
+
+Weights: ``w~ = tanh(w) / max|tanh(w)|`` (per tensor, or per output channel on per-channel profiles), quantized
+uniformly with ``s = 2 / (qmax - qmin)`` on symmetric grids and ``(max w~ - min w~) / (qmax - qmin)`` on asymmetric
+ones (MQBench Eq. 14-15), then multiplied back by the detached ``max|tanh(w)|`` so the layer keeps the magnitude of
+its weights (see :mod:`bench.algos.qat`): the forward value is ``quant(tanh(w))`` on a grid scaled by
+``max|tanh(w)|``. Gradient: ``1 - tanh(w)^2`` inside the grid (straight-through round), 0 where clamped.
+Power-of-two profiles snap the scale up (``2 ** ceil(log2 s)``).
+
+Activations: clipped to ``[0, 1]`` on unsigned grids (academic, after ReLU) and ``[-1, 1]`` on signed or asymmetric
+ones (MQBench's hardware extension), quantized with the fixed grid covering that interval; gradient 1 inside, 0
+outside. The calibration only decides adaptive signedness.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bench.algos.qat import LearnableQuantizer, QATAlgorithm, reduce_dims
+from bench.quant.fake import EPS, fake_quantize, pot_scale, qparams_from_range
+
+
+class DoReFaWeightQuantizer(LearnableQuantizer):
+    """``quant(tanh(w))`` with the DoReFa grid of the current weight (no learned parameter)."""
+
+    def _grid(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        axis = self.ch_axis
+        dims = reduce_dims(t, axis)
+        qmin, qmax = self.qrange
+        if self.spec.symmetric:
+            m = t.detach().abs().amax(dim=dims).clamp_min(EPS)
+            scale = 2.0 * m / (qmax - qmin)
+            if self.spec.pot_scale:
+                scale = pot_scale(scale, "ceil")
+            return scale.reshape(-1), torch.zeros_like(scale, dtype=torch.int32).reshape(-1)
+        lo, hi = t.detach().amin(dim=dims), t.detach().amax(dim=dims)
+        s, z = qparams_from_range(lo, hi, self.spec, self.signed)
+        return s.reshape(-1), z.reshape(-1)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.tanh(x)
+        s, z = self._grid(t)
+        qmin, qmax = self.qrange
+        return fake_quantize(t, s, z, qmin, qmax, self.ch_axis)
+
+    def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        assert x is not None, "the DoReFa grid depends on the weight"
+        return self._grid(torch.tanh(x))
+
+
+def dorefa_act_range(signed: bool) -> tuple[float, float]:
+    """DoReFa's activation clip interval: ``[0, 1]`` on an unsigned grid, ``[-1, 1]`` otherwise."""
+    return (-1.0, 1.0) if signed else (0.0, 1.0)
+
+
+class DoReFaActQuantizer(LearnableQuantizer):
+    """Fixed clip ``[0, 1]`` (unsigned) or ``[-1, 1]``, uniform grid over it (no learned parameter)."""
+
+    @property
+    def clip(self) -> tuple[float, float]:
+        """The clip interval of this quantizer's grid."""
+        return dorefa_act_range(self.signed or not self.spec.symmetric)
+
+    def init_learned(self) -> None:
+        lo, hi = self.clip
+        s, z = qparams_from_range(torch.tensor(lo), torch.tensor(hi), self.spec, self.signed)
+        self.scale, self.zero_point = s.reshape(1).to(self.scale.device), z.reshape(1).to(self.scale.device)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        qmin, qmax = self.qrange
+        lo, hi = self.clip
+        return fake_quantize(x.clamp(lo, hi), self.scale, self.zero_point, qmin, qmax)
+
+
+class DoReFa(QATAlgorithm):
+    """DoReFa-Net: tanh-normalised weights, activations clipped to a fixed interval."""
+
+    name = "dorefa"
+    description = "DoReFa-Net (tanh weights, fixed activation clip [0,1] / [-1,1])"
+    weight_quantizer = DoReFaWeightQuantizer
+    act_quantizer = DoReFaActQuantizer
+    defaults: dict[str, Any] = {}

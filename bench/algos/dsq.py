@@ -1,0 +1,116 @@
+"""``algo=dsq``: Differentiable Soft Quantization (Gong et al. 2019), as MQBench App. F runs it.
+
+The forward value is the ordinary uniform quantization; the backward pass differentiates a tanh soft step instead
+of the straight-through estimator. With ``u = clamp(x / s + z, qmin, qmax)``, ``f = u - floor(u)``,
+``k = log((1 + 1/(1-a)) / (1/(1-a) - 1))`` (``a = 0.4``, ``algo.params.alpha``):
+
+    phi(u) = floor(u) + 0.5 * tanh(k (f - 0.5)) / (1 - a) + 0.5,   x_hat = s * (round_ste(phi(u)) - z)
+
+``round(phi(u)) = round(u)``, so the forward value is exact; ``dx_hat/dx = 0.5 k (1 - tanh^2(k (f - 0.5))) / (1 - a)``
+inside the grid, 0 where clamped. Ranges are rule-based (MQBench App. F): weights ``mean -+ 2.6 std`` of the current
+weight (per tensor or per channel); activations the batch-averaged per-sample min / max, smoothed with an EMA
+(momentum 0.9) during training and started from the calibrated range. Scale and zero point follow the profile's
+format (``qparams_from_range``: symmetric / asymmetric, power-of-two).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from bench.algos.qat import LearnableQuantizer, QATAlgorithm, reduce_dims
+from bench.errors import BenchError
+from bench.quant.fake import qparams_from_range, round_ste
+
+DSQ_ALPHA = 0.4
+WEIGHT_K = 2.6
+EMA_MOMENTUM = 0.9
+
+
+def dsq_soft_round(u: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``round(u)`` forward, the derivative of DSQ's tanh soft step backward."""
+    tanh_scale = 1.0 / (1.0 - alpha)
+    k = math.log((tanh_scale + 1.0) / (tanh_scale - 1.0))
+    fl = torch.floor(u)
+    phi = fl + 0.5 * tanh_scale * torch.tanh(k * (u - fl - 0.5)) + 0.5
+    return round_ste(phi)
+
+
+def dsq_fake_quantize(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, alpha: float
+) -> torch.Tensor:
+    """DSQ fake quantization with a fixed (broadcastable) scale / zero point."""
+    u = torch.clamp(x / scale + zero_point, qmin, qmax)
+    return (dsq_soft_round(u, alpha) - zero_point) * scale
+
+
+class DSQWeightQuantizer(LearnableQuantizer):
+    """DSQ weights: range ``mean -+ 2.6 std`` of the current weight."""
+
+    def _grid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dims = reduce_dims(x, self.ch_axis)
+        std, mean = torch.std_mean(x.detach(), dim=dims, correction=0)
+        lo = torch.maximum(mean - WEIGHT_K * std, x.detach().amin(dim=dims))
+        hi = torch.minimum(mean + WEIGHT_K * std, x.detach().amax(dim=dims))
+        return qparams_from_range(lo, hi, self.spec, self.signed)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        s, z = self._grid(x)
+        shape = [1] * x.dim()
+        if self.ch_axis is not None:
+            shape[self.ch_axis] = -1
+        qmin, qmax = self.qrange
+        alpha = float(self.params.get("alpha", DSQ_ALPHA))
+        return dsq_fake_quantize(x, s.reshape(shape), z.float().reshape(shape), qmin, qmax, alpha)
+
+    def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        assert x is not None, "the DSQ weight grid depends on the weight"
+        return self._grid(x)
+
+
+class DSQActQuantizer(LearnableQuantizer):
+    """DSQ activations: EMA of the batch-averaged per-sample min / max (updated in training mode)."""
+
+    def init_learned(self) -> None:
+        lo, hi = self.calibrated_range()
+        self.register_buffer("ema_min", lo.detach().clone().reshape(1))
+        self.register_buffer("ema_max", hi.detach().clone().reshape(1))
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                flat = x.detach().reshape(x.shape[0], -1)
+                m = EMA_MOMENTUM
+                self.ema_min.mul_(m).add_(flat.amin(dim=1).mean(), alpha=1 - m)
+                self.ema_max.mul_(m).add_(flat.amax(dim=1).mean(), alpha=1 - m)
+        s, z = self.effective_qparams()
+        qmin, qmax = self.qrange
+        alpha = float(self.params.get("alpha", DSQ_ALPHA))
+        return dsq_fake_quantize(x, s, z.float(), qmin, qmax, alpha)
+
+    def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return qparams_from_range(self.ema_min, self.ema_max, self.spec, self.signed)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        for name in ("ema_min", "ema_max"):
+            if prefix + name in state_dict and not hasattr(self, name):
+                self.register_buffer(name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class DSQ(QATAlgorithm):
+    """Differentiable Soft Quantization (tanh soft rounding in the backward pass, rule-based ranges)."""
+
+    name = "dsq"
+    description = "Differentiable Soft Quantization (tanh soft rounding, alpha 0.4)"
+    weight_quantizer = DSQWeightQuantizer
+    act_quantizer = DSQActQuantizer
+    defaults: dict[str, Any] = {"alpha": DSQ_ALPHA}
+
+    def check(self, cfg: Any) -> None:
+        super().check(cfg)
+        a = float(self.params(cfg)["alpha"])
+        if not 0.0 < a < 1.0:
+            raise BenchError(f"algo.params.alpha={a} out of range; accepted: 0 < alpha < 1")

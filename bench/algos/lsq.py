@@ -1,0 +1,70 @@
+"""``algo=lsq``: Learned Step Size Quantization (Esser et al. 2020; MQBench App. F).
+
+Forward ``x_hat = s * (clamp(round(x / s) + z, qmin, qmax) - z)`` with a learned step ``s`` (one per channel for
+per-channel profiles) initialised from the calibrated scale (``calib=norm`` is the LSQ paper's
+``2 mean|x| / sqrt(Qp)``). Gradients (straight-through round):
+
+- ``dx_hat/dx = 1`` inside the grid, 0 where clamped;
+- ``dx_hat/ds = round(x/s) - x/s`` inside, ``qmin - z`` / ``qmax - z`` where clamped, times ``1 / sqrt(N Qp)``
+  (``N`` elements of the tensor, or of one channel for per-channel quantizers, as MQBench extends it);
+- asymmetric profiles learn the zero point too (LSQ+ style, MQBench App. F): ``dx_hat/dz = 0`` inside,
+  ``-s`` where clamped, with the same gradient scale; the forward pass rounds it (``round(z)``, half up).
+
+Power-of-two profiles (TVM) use ``2 ** round(log2 s)`` in the forward pass with a straight-through gradient.
+PyTorch's fused ``_fake_quantize_learnable_per_{tensor,channel}_affine`` compute exactly these rules in one kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bench.algos.qat import LearnableQuantizer, QATAlgorithm, lsq_grad_factor, positive, pot_ste
+
+
+class LSQQuantizer(LearnableQuantizer):
+    """LSQ weight or activation quantizer: learned ``scale`` (and ``zero_point`` on asymmetric grids)."""
+
+    def init_learned(self) -> None:
+        self._param("s", self.scale)
+        if not self.spec.symmetric:
+            self._param("z", self.zero_point.float())
+        else:
+            self.z = None  # type: ignore[assignment]
+
+    def _scale(self) -> torch.Tensor:
+        s = positive(self.s)
+        return pot_ste(s) if self.spec.pot_scale else s
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        qmin, qmax = self.qrange
+        s = self._scale()
+        z = self.z if self.z is not None else torch.zeros_like(s)
+        if self.z is not None:
+            with torch.no_grad():  # the zero point stays on the integer grid (MQBench clamps it likewise)
+                self.z.clamp_(qmin, qmax)
+        axis = self.ch_axis
+        if axis is None:
+            g = lsq_grad_factor(x.numel(), qmax)
+            return torch._fake_quantize_learnable_per_tensor_affine(x, s.reshape(1), z.reshape(1), qmin, qmax, g)
+        g = lsq_grad_factor(x.numel() // x.shape[axis], qmax)
+        return torch._fake_quantize_learnable_per_channel_affine(x, s, z, axis, qmin, qmax, g)
+
+    def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self._scale().detach()
+        if self.z is None:
+            return s, torch.zeros_like(s)
+        qmin, qmax = self.qrange
+        return s, torch.floor(self.z.detach() + 0.5).clamp(qmin, qmax)  # the fused op rounds half up
+
+
+class LSQ(QATAlgorithm):
+    """Learned Step Size Quantization."""
+
+    name = "lsq"
+    description = "Learned Step Size Quantization (learned scale, LSQ gradient scaling)"
+    weight_quantizer = LSQQuantizer
+    act_quantizer = LSQQuantizer
+    paper_calib = ("norm", "norm")  # algo.params.init=paper: the LSQ initialisation 2 mean|x| / sqrt(Qp)
+    defaults: dict[str, Any] = {}

@@ -1,0 +1,79 @@
+"""``algo=pact``: Parameterized Clipping Activation (Choi et al. 2018; MQBench App. F).
+
+Activations: ``y = clip(x, lo, alpha)`` with a learned clip ``alpha``, then uniform quantization of ``[lo, alpha]``
+with a straight-through round. ``lo = 0`` on unsigned grids (the original PACT), ``-alpha`` on symmetric signed
+grids, and a second learned clip ``beta`` on asymmetric grids (MQBench's hardware extension). Gradients:
+
+- ``dy/dx = 1`` for ``lo < x < alpha``, else 0;
+- ``dy/dalpha = 1[x >= alpha]`` (``- 1[x <= -alpha]`` when ``lo = -alpha``): no gradient from inside the range
+  and no gradient scaling (the differences to LSQ listed in MQBench App. F); ``dy/dbeta = 1[x <= beta]``.
+
+``alpha`` / ``beta`` start from the calibrated range (``init=calib``) or PACT's 6 / -6 (``init=paper``). PACT's L2
+penalty on alpha is ``algo.params.qparam_weight_decay``. Power-of-two profiles round the step ``alpha / qmax`` to
+a power of two (straight-through), so the clip is the end of a power-of-two grid. Weights use DoReFa's quantizer
+(MQBench App. F).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bench.algos.dorefa import DoReFaWeightQuantizer
+from bench.algos.qat import LearnableQuantizer, QATAlgorithm, positive, pot_ste, ste
+from bench.quant.fake import fake_quantize
+
+PAPER_ALPHA = 6.0
+
+
+class PACTActQuantizer(LearnableQuantizer):
+    """PACT activation quantizer: learned ``alpha`` (and ``beta`` on asymmetric grids)."""
+
+    def init_learned(self) -> None:
+        lo, hi = self.calibrated_range()
+        paper = self.init_mode == "paper"
+        self._param("alpha", torch.full_like(hi, PAPER_ALPHA) if paper else hi)
+        if not self.spec.symmetric:
+            self._param("beta", torch.full_like(lo, -PAPER_ALPHA) if paper else lo)
+        else:
+            self.beta = None  # type: ignore[assignment]
+
+    def _grid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # (lo, hi, scale, zero point): the clip range is differentiable in alpha / beta, scale and zero point are
+        # used detached (straight-through quantization of the clipped value)
+        qmin, qmax = self.qrange
+        alpha = positive(self.alpha)
+        if self.beta is not None:
+            beta = torch.minimum(self.beta, torch.zeros_like(self.beta))  # 0 stays inside the range
+            s = (alpha - beta) / (qmax - qmin)
+            if self.spec.pot_scale:
+                s = pot_ste(s)
+            z = torch.clamp(qmin - torch.round(beta.detach() / s.detach()), qmin, qmax)
+            return beta, beta + s * (qmax - qmin), s, z
+        s = alpha / qmax
+        if self.spec.pot_scale:
+            s = pot_ste(s)
+        hi = s * qmax
+        return (-hi if self.signed else torch.zeros_like(hi)), hi, s, torch.zeros_like(s)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        qmin, qmax = self.qrange
+        lo, hi, s, z = self._grid()
+        y = torch.where(x >= hi, hi, torch.where(x <= lo, lo, x))  # no split gradients at the clip points
+        q = fake_quantize(y.detach(), s.detach(), z.detach().to(torch.int32), qmin, qmax)
+        return ste(y, q)
+
+    def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        _, _, s, z = self._grid()
+        return s.detach(), z.detach()
+
+
+class PACT(QATAlgorithm):
+    """PACT: learned activation clipping, DoReFa weights."""
+
+    name = "pact"
+    description = "Parameterized Clipping Activation (learned clip, DoReFa weights)"
+    weight_quantizer = DoReFaWeightQuantizer
+    act_quantizer = PACTActQuantizer
+    defaults: dict[str, Any] = {}

@@ -1,0 +1,62 @@
+"""``algo=qil``: Quantization Interval Learning (Jung et al. 2019; MQBench App. F). Academic setting only.
+
+A transformer maps the learned interval ``[c - d, c + d]`` onto ``[0, 1]`` (``gamma`` fixed to 1: learning it does not
+converge, MQBench App. F), values below ``c - d`` are pruned to 0 and values above ``c + d`` clipped to 1:
+
+    t = clamp((|x| - (c - d)) / (2 d), 0, 1) * sign(x)      (weights, and signed activations)
+    t = clamp((x - (c - d)) / (2 d), 0, 1)                   (unsigned activations)
+
+then ``t`` is quantized uniformly to ``qmax`` levels (``round_ste(t * qmax) / qmax``) and multiplied back by the
+detached ``2 d`` (values in the input's units, see :mod:`bench.algos.qat`). ``c`` and ``d`` get the gradient of the
+transformer through the straight-through round, scaled by LSQ's ``1 / sqrt(N Qp)`` (MQBench replaces QIL's 0.01).
+They start from the calibrated range ``[0, amax]``: ``c = d = amax / 2``.
+
+Not deployable on the hardware profiles: the pruning interval and the transformer are not an integer grid a target
+executes (MQBench Table 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bench.algos.qat import LearnableQuantizer, QATAlgorithm, grad_scale, lsq_grad_factor
+from bench.quant.fake import EPS, round_ste
+
+
+class QILQuantizer(LearnableQuantizer):
+    """QIL interval transformer + uniform discretiser (weights and activations)."""
+
+    def init_learned(self) -> None:
+        amax = self.calibrated_amax()
+        self._param("c", amax / 2)
+        self._param("d", amax / 2)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        _, qmax = self.qrange
+        g = lsq_grad_factor(x.numel(), qmax)
+        c, d = grad_scale(self.c, g), grad_scale(self.d, g).abs().clamp_min(EPS)
+        signed = self.kind == "weight" or self.signed
+        mag = x.abs() if signed else x
+        t = torch.clamp((mag - (c - d)) / (2 * d), 0.0, 1.0)
+        q = round_ste(t * qmax) / qmax
+        if signed:
+            q = q * torch.sign(x)
+        return q * (2 * d).detach()
+
+    def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        _, qmax = self.qrange
+        step = 2 * self.d.detach().abs() / qmax
+        return step, torch.zeros_like(step)
+
+
+class QIL(QATAlgorithm):
+    """Quantization Interval Learning (learned pruning / clipping interval)."""
+
+    name = "qil"
+    description = "Quantization Interval Learning (academic only)"
+    weight_quantizer = QILQuantizer
+    act_quantizer = QILQuantizer
+    academic_only = "QIL's learned pruning interval and transformer are not an integer grid a target executes"
+    defaults: dict[str, Any] = {}

@@ -1,0 +1,123 @@
+"""QAT training-step overhead: time per QAT step / time per FP32 step, side by side in one process.
+
+Usage: ``python benchmarks/qat_step_speed.py [--arch resnet18_mini] [--batch 128] [--threads 2] [--steps 15]
+[--rounds 3] [--hw tensorrt]``.
+
+Every variant is the same FP32 model (``--arch`` with fresh weights, BN gammas set to 1 because torch.ao's fused ConvBn
+divides by ``gamma / sigma`` and returns NaN for the zero-initialised last BN of a residual block; random 1x32x32
+data, 10 classes) trained with the same step
+(forward, label-smoothed cross-entropy, backward, SGD Nesterov update):
+- ``fp32``: the plain model;
+- each QAT algorithm at W4A4 on ``--hw`` (QIL / APoT on academic, the only profile they run on), prepared and
+  calibrated by the harness (BN folding of the profile included);
+- ``torch.ao``: PyTorch's own QAT, ``prepare_qat_fx`` with ``get_default_qat_qconfig_mapping("x86")`` (its default
+  fake-quant modules and Conv-BN fusion).
+Variants are timed in interleaved rounds (``--rounds``), so machine noise hits them alike; the median step of each
+is reported with its ratio to the FP32 step. The target of the QAT issue is LSQ / TensorRT <= 1.5x and below
+torch.ao.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from bench.algos import ALGOS
+from bench.algos.qat import QATAlgorithm
+from bench.models import build_model
+from bench.ptq.calibrate import calibrate
+from bench.quant.insert import prepare
+from bench.quant.profiles import load_profile
+
+QAT = ["lsq", "lsqplus", "pact", "dsq", "dorefa", "qil", "apot"]
+
+
+def harness_qat(model: nn.Module, algo: str, hw: str, calib: torch.Tensor) -> nn.Module:
+    """``model`` prepared with ``algo``'s quantizers on profile ``hw`` at W4A4 and calibrated on ``calib``."""
+    a = ALGOS.get(algo)
+    assert isinstance(a, QATAlgorithm)
+    profile = load_profile(hw)
+    params = {**QATAlgorithm.defaults, **a.defaults}
+    gm = prepare(copy.deepcopy(model), profile, w_bits=4, a_bits=4, calib_weight="minmax", calib_act="minmax",
+                 first_last_bits=profile.first_last_bits, factory=a.quantizer_factory(params))
+    calibrate(gm, calib, 128)
+    return gm
+
+
+def torch_ao_qat(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """PyTorch's QAT of ``model``: ``prepare_qat_fx`` with the default x86 QAT qconfig mapping."""
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    m = copy.deepcopy(model).train()
+    return prepare_qat_fx(m, get_default_qat_qconfig_mapping("x86"), (example,))
+
+
+def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One training step of ``model`` on ``(x, y)``."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def main() -> None:
+    """Print the median step time of every variant and its ratio to FP32."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="resnet18_mini")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=15, help="timed steps per variant per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--hw", default="tensorrt")
+    p.add_argument("--algos", default=",".join(QAT))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build_model(args.arch, num_classes=10, in_chans=1)
+    for m in model.modules():  # torch.ao's ConvBn divides by gamma / sigma: the zero-init last BN of a block gives NaN
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+    x = torch.randn(args.batch, 1, 32, 32)
+    y = torch.randint(0, 10, (args.batch,))
+    calib = torch.randn(256, 1, 32, 32)
+
+    variants: dict[str, Callable[[], None]] = {"fp32": make_step(copy.deepcopy(model), x, y)}
+    for algo in args.algos.split(","):
+        hw = "academic" if ALGOS.get(algo).academic_only else args.hw  # type: ignore[attr-defined]
+        variants[f"{algo}/{hw}"] = make_step(harness_qat(model, algo, hw, calib), x, y)
+    variants["torch.ao prepare_qat_fx"] = make_step(torch_ao_qat(model, x), x, y)
+
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for step in variants.values():  # warm-up (allocator, first-call overheads)
+        for _ in range(3):
+            step()
+    for _ in range(args.rounds):
+        for name, step in variants.items():
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["fp32"])
+    print(f"{args.arch}, batch {args.batch}, {args.threads} threads, W4A4, median of {args.rounds}x{args.steps} "
+          "interleaved steps")
+    print(f"{'variant':<26} {'ms/step':>9} {'x FP32':>8}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:<26} {1000 * med:9.1f} {med / base:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
