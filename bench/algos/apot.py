@@ -76,6 +76,8 @@ def project(u: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
 class APoTQuantizer(LearnableQuantizer):
     """APoT weight / activation quantizer with a learned clip ``alpha``."""
 
+    lazy_buffers = ("levels",)
+
     def _magnitude_bits(self) -> int:
         signed = self.kind == "weight" or self.signed
         return self.spec.bits - 1 if signed else self.spec.bits
@@ -116,11 +118,6 @@ class APoTQuantizer(LearnableQuantizer):
         if x is not None and self.kind == "weight":
             step = step * x.detach().std()
         return step.reshape(1), torch.zeros(1)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if prefix + "levels" in state_dict and not hasattr(self, "levels"):
-            self.register_buffer("levels", torch.empty_like(state_dict[prefix + "levels"]))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class APoT(QATAlgorithm):

@@ -73,6 +73,8 @@ class DSQWeightQuantizer(LearnableQuantizer):
 class DSQActQuantizer(LearnableQuantizer):
     """DSQ activations: EMA of the batch-averaged per-sample min / max (updated in training mode)."""
 
+    lazy_buffers = ("ema_min", "ema_max")
+
     def init_learned(self) -> None:
         lo, hi = self.calibrated_range()
         self.register_buffer("ema_min", lo.detach().clone().reshape(1))
@@ -92,12 +94,6 @@ class DSQActQuantizer(LearnableQuantizer):
 
     def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return qparams_from_range(self.ema_min, self.ema_max, self.spec, self.signed)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        for name in ("ema_min", "ema_max"):
-            if prefix + name in state_dict and not hasattr(self, name):
-                self.register_buffer(name, torch.empty_like(state_dict[prefix + name]))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class DSQ(QATAlgorithm):

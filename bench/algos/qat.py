@@ -87,16 +87,6 @@ class LearnableQuantizer(FakeQuantize):
         self.params = dict(params or {})
         self.init_mode = str(self.params.get("init", "calib"))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observing and self.observer is not None:
-            self.observer.update(x.detach())
-            return x
-        if not self.active:
-            return x
-        if not self.calibrated:
-            raise RuntimeError(f"{self.kind} quantizer used before calibration")
-        return self.quantize(x)
-
     @torch.no_grad()
     def set_qparams(self, scale: torch.Tensor, zero_point: torch.Tensor, signed: bool | None = None) -> None:
         super().set_qparams(scale, zero_point, signed)
@@ -145,12 +135,18 @@ class LearnableQuantizer(FakeQuantize):
         # (re)create a learnable parameter holding ``value`` (shape follows the calibration, e.g. per channel)
         setattr(self, name, nn.Parameter(value.detach().clone().float().to(self.scale.device)))
 
+    # buffers a subclass creates in init_learned (after calibration); a state dict may bring them earlier
+    lazy_buffers: tuple[str, ...] = ()
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         # learned parameters are sized at calibration: adopt the stored shapes before loading
         for name, p in list(self.named_parameters(recurse=False)):
             key = prefix + name
             if key in state_dict and state_dict[key].shape != p.shape:
                 self._param(name, torch.empty_like(state_dict[key]))
+        for name in self.lazy_buffers:
+            if prefix + name in state_dict and not hasattr(self, name):
+                self.register_buffer(name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

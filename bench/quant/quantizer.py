@@ -63,6 +63,10 @@ class FakeQuantize(nn.Module):
             return x
         if not self.calibrated:
             raise RuntimeError(f"{self.kind} quantizer used before calibration")
+        return self.quantize(x)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """Fake-quantize ``x`` (calibrated, active quantizer): the stored grid; QAT subclasses override it."""
         qmin, qmax = self.qrange
         return fake_quantize(x, self.scale, self.zero_point, qmin, qmax, self.ch_axis)
 
