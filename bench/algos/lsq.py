@@ -26,6 +26,8 @@ from bench.algos.qat import LearnableQuantizer, QATAlgorithm, lsq_grad_factor, p
 class LSQQuantizer(LearnableQuantizer):
     """LSQ weight or activation quantizer: learned ``scale`` (and ``zero_point`` on asymmetric grids)."""
 
+    lazy_params = ("s", "z")
+
     def init_learned(self) -> None:
         self._param("s", self.scale)
         if not self.spec.symmetric:

@@ -30,6 +30,8 @@ PAPER_ALPHA = 6.0
 class PACTActQuantizer(LearnableQuantizer):
     """PACT activation quantizer: learned ``alpha`` (and ``beta`` on asymmetric grids)."""
 
+    lazy_params = ("alpha", "beta")
+
     def init_learned(self) -> None:
         lo, hi = self.calibrated_range()
         paper = self.init_mode == "paper"

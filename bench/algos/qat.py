@@ -86,6 +86,8 @@ class LearnableQuantizer(FakeQuantize):
         super().__init__(spec, kind, observer)
         self.params = dict(params or {})
         self.init_mode = str(self.params.get("init", "calib"))
+        for name in self.lazy_params:  # created by init_learned (or a loaded state dict); None until then
+            setattr(self, name, None)
 
     @torch.no_grad()
     def set_qparams(self, scale: torch.Tensor, zero_point: torch.Tensor, signed: bool | None = None) -> None:
@@ -135,14 +137,16 @@ class LearnableQuantizer(FakeQuantize):
         # (re)create a learnable parameter holding ``value`` (shape follows the calibration, e.g. per channel)
         setattr(self, name, nn.Parameter(value.detach().clone().float().to(self.scale.device)))
 
-    # buffers a subclass creates in init_learned (after calibration); a state dict may bring them earlier
+    # parameters / buffers a subclass creates in init_learned (after calibration); a state dict may bring them earlier
+    lazy_params: tuple[str, ...] = ()
     lazy_buffers: tuple[str, ...] = ()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         # learned parameters are sized at calibration: adopt the stored shapes before loading
-        for name, p in list(self.named_parameters(recurse=False)):
+        for name in self.lazy_params:
             key = prefix + name
-            if key in state_dict and state_dict[key].shape != p.shape:
+            p = getattr(self, name, None)
+            if key in state_dict and (p is None or state_dict[key].shape != p.shape):
                 self._param(name, torch.empty_like(state_dict[key]))
         for name in self.lazy_buffers:
             if prefix + name in state_dict and not hasattr(self, name):

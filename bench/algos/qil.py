@@ -28,6 +28,8 @@ from bench.quant.fake import EPS, round_ste
 class QILQuantizer(LearnableQuantizer):
     """QIL interval transformer + uniform discretiser (weights and activations)."""
 
+    lazy_params = ("c", "d")
+
     def init_learned(self) -> None:
         amax = self.calibrated_amax()
         self._param("c", amax / 2)

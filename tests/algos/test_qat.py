@@ -170,3 +170,19 @@ def test_interrupted_qat_resumes_from_partial_state(make_cfg, tmp_path, cache, m
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if r.get("phase") == "qat" and "test_top1" in r] == [2]  # epoch 1 not redone
     assert not list((cache / "qat_partial").glob("*.pt"))
+
+
+@pytest.mark.parametrize("algo", QAT)
+def test_state_dict_restores_learned_state_into_uncalibrated_model(algo):
+    # buffers / parameters created at calibration (DSQ's EMA range, APoT's levels, LSQ's step) load into a fresh model
+    gm, x = _prepared(algo, "academic")
+    gm.eval()
+    torch.manual_seed(0)
+    a = ALGOS.get(algo)
+    fresh = prepare(build_model("tiny", num_classes=10, in_chans=1), load_profile("academic"), w_bits=4, a_bits=4,
+                    calib_weight="minmax", calib_act="minmax", first_last_bits=8,
+                    factory=a.quantizer_factory({**a.defaults, "init": "calib"}))
+    fresh.load_state_dict(gm.state_dict())
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(x), gm(x))
