@@ -146,6 +146,22 @@ class PtqConfig:
 
 
 @dataclass
+class ReconConfig:
+    """Budget of the reconstruction-based PTQ methods (AdaRound, BRECQ, QDrop, IOSO): ``conf/recon/<data>.yaml``
+    (``imagenet``: the papers' values; ``fashion_mnist``: scaled for the mini track on 2 CPU cores)."""
+
+    preset: str = "imagenet"
+    iters: int = 20000  # optimisation steps per unit (layer or block) and stage
+    batch_size: int = 32
+    lr: float = 1e-3  # Adam, rounding variables (and IOSO's parameters)
+    act_lr: float = 4e-5  # Adam, activation step sizes (cosine-decayed)
+    reg_weight: float = 0.01  # lambda of the rounding regulariser
+    warmup: float = 0.2  # fraction of the iterations without the regulariser
+    beta_start: float = 20.0  # regulariser annealing (AdaRound): beta from start to end after the warm-up
+    beta_end: float = 2.0
+
+
+@dataclass
 class DebugConfig:
     """``debug=smoke`` caps batches so any cell finishes in seconds."""
 
@@ -167,6 +183,7 @@ class BenchConfig:
     train: TrainConfig = MISSING
     baseline: TrainConfig = MISSING
     debug: DebugConfig = MISSING
+    recon: ReconConfig = MISSING
     quant: QuantConfig = field(default_factory=QuantConfig)
     ptq: PtqConfig = field(default_factory=PtqConfig)
     seed: int = 0
@@ -184,7 +201,7 @@ NON_RESULT_KEYS = (
 )
 QUANT_ONLY = ("all", "weights", "acts")
 
-GROUPS = ("algo", "calib", "hw", "bits", "arch", "data", "train", "baseline", "debug", "experiment")
+GROUPS = ("algo", "calib", "hw", "bits", "arch", "data", "train", "baseline", "recon", "debug", "experiment")
 
 
 def register_configs() -> None:
@@ -270,6 +287,13 @@ def validate(cfg: DictConfig | BenchConfig) -> None:
         _need(0 <= t.momentum < 1, f"{name}.momentum={t.momentum} must be in [0, 1)")
         _need(t.warmup_epochs >= 0, f"{name}.warmup_epochs={t.warmup_epochs} must be >= 0")
         _need(0 <= t.label_smoothing < 1, f"{name}.label_smoothing={t.label_smoothing} must be in [0, 1)")
+    r = c.recon
+    _need(r.iters > 0, f"recon.iters={r.iters} must be > 0")
+    _need(r.batch_size > 0, f"recon.batch_size={r.batch_size} must be > 0")
+    _need(r.lr > 0 and r.act_lr > 0, f"recon.lr={r.lr} and recon.act_lr={r.act_lr} must be > 0")
+    _need(r.reg_weight >= 0, f"recon.reg_weight={r.reg_weight} must be >= 0")
+    _need(0 <= r.warmup < 1, f"recon.warmup={r.warmup} must be in [0, 1)")
+    _need(r.beta_start >= r.beta_end > 0, f"recon.beta_start={r.beta_start} >= recon.beta_end={r.beta_end} > 0 needed")
     d = c.data
     _need(d.eval_batch_size > 0, f"data.eval_batch_size={d.eval_batch_size} must be > 0")
     _need(d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0")

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 def hashed_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config minus output paths and other fields that do not change the result."""
     data = to_container(cfg)
+    algo = ALGOS.get(cfg.algo.name) if cfg.algo.name in ALGOS.names() else None
+    if algo is None or not algo.uses_recon:
+        data.pop("recon", None)  # only reconstruction methods read it
     for dotted in NON_RESULT_KEYS:
         node = data
         *parents, leaf = dotted.split(".")

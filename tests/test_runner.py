@@ -3,7 +3,7 @@ import json
 import pytest
 
 from bench import runner
-from bench.algos import NotImplementedYet
+from bench.errors import BenchError
 from bench.results import RECORD_NAME
 
 # fields that may differ between two runs of the same cell
@@ -49,9 +49,9 @@ def test_rerun_is_skipped(make_cfg, tmp_path, capsys):
     assert "skipped: identical cell already recorded at" in capsys.readouterr().out
 
 
-def test_planned_algorithm_fails_before_work(make_cfg, tmp_path):
-    cfg = make_cfg("algo=adaround", "hw=tvm", "data=synthetic", "arch=tiny")
-    with pytest.raises(NotImplementedYet, match="advanced PTQ capability"):
+def test_incompatible_algorithm_and_profile_fail_before_work(make_cfg, tmp_path):
+    cfg = make_cfg("algo=ioso", "hw=tvm", "data=synthetic", "arch=tiny")
+    with pytest.raises(BenchError, match="algo=ioso cannot run on hw=tvm: .* per tensor; accepted: hw=acl"):
         runner.run(cfg, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 

@@ -50,6 +50,7 @@ class Algorithm:
     kind: str = ""  # "fp32", "qat" or "ptq"
     description: str = ""
     quantizes: bool = True
+    uses_recon: bool = False  # reads the ``recon`` config group (otherwise it is left out of the config hash)
 
     def check(self, cfg: DictConfig) -> None:
         """Raise a one-line BenchError if this algorithm cannot run ``cfg`` (before any work starts)."""

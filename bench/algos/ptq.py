@@ -10,7 +10,7 @@ import torch.fx as fx
 
 from bench.algos.base import CellContext
 from bench.algos.quantized import QuantizedAlgorithm
-from bench.ptq.calibrate import recalibrate_bn
+from bench.ptq.calibrate import calibrate_acts, recalibrate_bn
 
 
 class PTQ(QuantizedAlgorithm):
@@ -18,9 +18,13 @@ class PTQ(QuantizedAlgorithm):
 
     name = "ptq"
     kind = "ptq"
-    description = "fold BN, insert quantizers, calibrate (optionally re-estimate BN statistics)"
+    description = "fold BN, insert quantizers, calibrate (options: ptq.bn_recalib, ptq.cle, ptq.bias_correction)"
 
     def optimize(self, ctx: CellContext, gm: fx.GraphModule, calib: torch.Tensor) -> dict[str, Any] | None:
         if not ctx.cfg.ptq.bn_recalib:
             return None
         return {"bn_recalibrated_layers": recalibrate_bn(gm, calib, int(ctx.cfg.ptq.calib_batch_size))}
+
+    def after_bias_correction(self, gm: fx.GraphModule, calib: torch.Tensor, batch_size: int) -> None:
+        # white paper Sec. 3.5: activation ranges are set last, on the bias-corrected model
+        calibrate_acts(gm, calib, batch_size)

@@ -24,12 +24,12 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from bench import baselines
 from bench.algos.base import CellContext
-from bench.algos.quantized import QuantizedAlgorithm
+from bench.algos.quantized import QuantizedAlgorithm, algo_params
 from bench.engine import TrainHooks, train
 from bench.errors import BenchError
 from bench.quant.fake import EPS, pot_scale
@@ -183,16 +183,10 @@ class QATAlgorithm(QuantizedAlgorithm):
 
     def params(self, cfg: DictConfig) -> dict[str, Any]:
         """``algo.params`` over the algorithm's defaults; unknown keys are a one-line error."""
-        given = OmegaConf.to_container(cfg.algo.params, resolve=True) if cfg.algo.params is not None else {}
-        assert isinstance(given, dict)
-        merged = {**QATAlgorithm.defaults, **self.defaults}
-        unknown = sorted(set(given) - set(merged))
-        if unknown:
-            raise BenchError(f"unknown algo.params.{unknown[0]} for algo={self.name}; accepted: {', '.join(merged)}")
-        merged.update(given)
-        return merged
+        return algo_params(cfg, self.name, {**QATAlgorithm.defaults, **self.defaults})
 
     def check(self, cfg: DictConfig) -> None:
+        super().check(cfg)
         p = self.params(cfg)
         if p["init"] not in INIT_MODES:
             raise BenchError(f"unknown algo.params.init {p['init']!r}; accepted: {', '.join(INIT_MODES)}")

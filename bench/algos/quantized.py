@@ -14,16 +14,31 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from omegaconf import DictConfig, OmegaConf
 
 from bench.algos.base import Algorithm, CellContext, CellOutcome
 from bench.engine import evaluate
+from bench.errors import BenchError
+from bench.ptq.bias_correction import correct_bias
 from bench.ptq.calibrate import calibrate
+from bench.ptq.cle import equalize
 from bench.quant.debug import sensitivity, set_mode
 from bench.quant.insert import QuantizerFactory, default_factory, prepare
 from bench.quant.profiles import HardwareProfile, resolve_profile
 from bench.quant.report import format_report, quant_report, write_report
 
 log = logging.getLogger(__name__)
+
+
+def algo_params(cfg: DictConfig, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``algo.params`` over ``defaults``; an unknown key is a one-line error naming the accepted ones."""
+    given = OmegaConf.to_container(cfg.algo.params, resolve=True) if cfg.algo.params is not None else {}
+    assert isinstance(given, dict)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        accepted = ", ".join(defaults) or "none"
+        raise BenchError(f"unknown algo.params.{unknown[0]} for algo={name}; accepted: {accepted}")
+    return {**defaults, **given}
 
 
 def first_last_bits(cfg: Any, profile: HardwareProfile) -> int | None:
@@ -45,11 +60,25 @@ class QuantizedAlgorithm(Algorithm):
         else extra record fields (``train_epochs`` / ``status`` / ``error`` keys become record fields)."""
         return None
 
+    def check(self, cfg: DictConfig) -> None:
+        if self.kind != "ptq" and (cfg.ptq.cle or cfg.ptq.bias_correction != "none"):
+            raise BenchError(
+                f"ptq.cle / ptq.bias_correction are post-training steps; algo={self.name} is {self.kind} "
+                "(accepted with: algo=ptq, adaround, brecq, qdrop, bitsplit, ioso)"
+            )
+
+    def after_bias_correction(self, gm: fx.GraphModule, calib: torch.Tensor, batch_size: int) -> None:
+        """Hook after ``ptq.bias_correction`` changed the biases (plain PTQ re-calibrates activation ranges)."""
+
     def apply(self, ctx: CellContext) -> CellOutcome:
         cfg = ctx.cfg
         profile = resolve_profile(cfg)
+        model, pre = ctx.model, {}
+        if cfg.ptq.cle:  # white paper Sec. 3.5: CLE is a pre-processing step of the FP32 model
+            model, pre = equalize(ctx.model)
+            log.info("cross-layer equalization: %s", pre)
         gm = prepare(
-            ctx.model, profile, w_bits=int(cfg.bits.w), a_bits=int(cfg.bits.a), calib_weight=cfg.calib.weight,
+            model, profile, w_bits=int(cfg.bits.w), a_bits=int(cfg.bits.a), calib_weight=cfg.calib.weight,
             calib_act=cfg.calib.act, first_last_bits=first_last_bits(cfg, profile), factory=self.factory(ctx),
         )
         calib = ctx.data.calibration_batch(int(cfg.data.calib_size), int(cfg.seed))
@@ -60,7 +89,10 @@ class QuantizedAlgorithm(Algorithm):
         log.info("calibrated (%s, graph %d, bn_fold %d): top-1 %.2f%%", profile.name, profile.graph,
                  profile.bn_fold, init["top1"])
         result = self.optimize(ctx, gm, calib)
-        extra = dict(result or {})
+        if cfg.ptq.bias_correction != "none":
+            result = {**(result or {}), **correct_bias(gm, str(cfg.ptq.bias_correction), calib, bs)}
+            self.after_bias_correction(gm, calib, bs)
+        extra = {**pre, **(result or {})}
         status = str(extra.pop("status", "ok"))
         error = extra.pop("error", None)
         epochs = int(extra.pop("train_epochs", 0))

@@ -27,14 +27,24 @@ def _outplace_adds(gm: fx.GraphModule) -> None:
                 node.target = operator.add
 
 
+class _Tracer(fx.Tracer):
+    # fx keeps only torch.nn's own modules as call_module leaves; subclasses and modules of ours that the graph
+    # pass must see as one node (CLE's FoldedConv2d, ChannelClip) say so with a class attribute ``fx_leaf = True``
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return bool(getattr(m, "fx_leaf", False)) or super().is_leaf_module(m, module_qualified_name)
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
     """Symbolically trace a (normalised) model into a GraphModule sharing its submodules.
 
-    Besides ``torch.fx.symbolic_trace`` this removes ``nn.Identity`` call_module nodes and turns
-    in-place residual adds into ``operator.add``; the GraphModule computes the same outputs as ``model``
-    and starts in the same train/eval mode.
+    Besides ``torch.fx.symbolic_trace`` this keeps modules marked ``fx_leaf`` as single nodes, removes
+    ``nn.Identity`` call_module nodes and turns in-place residual adds into ``operator.add``; the GraphModule
+    computes the same outputs as ``model`` and starts in the same train/eval mode.
     """
-    gm = fx.symbolic_trace(model)
+    tracer = _Tracer()
+    graph = tracer.trace(model)
+    name = model.__class__.__name__ if isinstance(model, nn.Module) else model.__name__
+    gm = fx.GraphModule(tracer.root, graph, name)
     _drop_identities(gm)
     _outplace_adds(gm)
     gm.graph.lint()

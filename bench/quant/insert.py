@@ -30,6 +30,7 @@ import torch.fx as fx
 from torch import nn
 
 from bench.models.graph import trace
+from bench.quant.clip import ChannelClip
 from bench.quant.fake import fake_quantize
 from bench.quant.observers import build_observer
 from bench.quant.profiles import HardwareProfile
@@ -41,7 +42,7 @@ WEIGHTED = (QuantConv2d, QuantConvBn2d, QuantLinear)
 # A quantizer factory: (spec, kind "weight" | "act", observer name) -> module. QAT algorithms pass their own.
 QuantizerFactory = Callable[[QuantSpec, str, str], FakeQuantize]
 
-_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.GELU, nn.LeakyReLU)
+_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.GELU, nn.LeakyReLU, ChannelClip)
 _ACT_FUNCS = {torch.relu, nn.functional.relu, nn.functional.relu6, nn.functional.hardtanh, nn.functional.silu}
 _ADD_FUNCS = {operator.add, torch.add, operator.iadd}
 _CAT_FUNCS = {torch.cat, torch.concat}

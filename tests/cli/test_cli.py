@@ -59,7 +59,11 @@ def truncated_checkpoint(tmp_path: Path) -> Path:
     [
         (["arch=resnet19_mini"], "unknown arch 'resnet19_mini'; accepted: "),
         (["data.root=/no/such/dir"], "data.root='/no/such/dir' does not exist"),
-        (["algo=adaround", "hw=tvm"], "algo=adaround is not implemented yet"),
+        (["algo=bitsplit", "hw=academic"], "algo=bitsplit cannot run on hw=academic: "),
+        (["algo=qdrop", "algo.params.drop_prob=1.5"], "algo.params.drop_prob=1.5 must be in [0, 1)"),
+        (["algo=brecq", "+algo.params.fischer=true"], "unknown algo.params.fischer for algo=brecq; accepted: fisher"),
+        (["algo=lsq", "ptq.cle=true"], "ptq.cle / ptq.bias_correction are post-training steps; algo=lsq is qat"),
+        (["algo=adaround", "recon.iters=0"], "recon.iters=0 must be > 0"),
         (["algo=apot", "hw=tvm"], "algo=apot cannot run on hw=tvm: APoT's additive powers-of-two levels are "
                                   "non-uniform, which no integer target executes (MQBench Table 2); "
                                   "accepted: hw=academic"),
@@ -107,13 +111,13 @@ def test_smoke_cell_writes_record_then_skips(tmp_path):
 
 
 def test_multirun_records_failed_cell_and_goes_on(tmp_path):
-    bench("run", "-m", "algo=lsq,apot,adaround", "hw=tvm", "data=synthetic", "arch=tiny", "debug=smoke",
+    bench("run", "-m", "algo=lsq,apot,ioso", "hw=tvm", "data=synthetic", "arch=tiny", "debug=smoke",
           "runs_dir=runs", tmp_path=tmp_path, check=True)
     recs = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("result.json")]
     recs = {r["algo"]: r for r in recs}
     assert recs["lsq"]["status"] == "ok"
     assert recs["apot"]["status"] == "failed" and "cannot run on hw=tvm" in recs["apot"]["error"]
-    assert recs["adaround"]["status"] == "failed" and "not implemented yet" in recs["adaround"]["error"]
+    assert recs["ioso"]["status"] == "failed" and "cannot run on hw=tvm" in recs["ioso"]["error"]
 
 
 def test_pretrain_verb(tmp_path):
