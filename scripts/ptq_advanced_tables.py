@@ -11,8 +11,9 @@ Tables (``results/fmnist-mini/``):
 - ``ptq_advanced.md``: per profile, methods x (arch, bits) top-1, then the median wall time per method and arch.
 
 Every cell is a ``python -m bench run -m`` multirun into ``--runs``; recorded cells are skipped, so an interrupted run
-resumes. ``--archs`` / ``--bits`` / ``--hws`` / ``--methods`` restrict the grid; ``--tables-only`` only rebuilds the
-tables from the records.
+resumes. ``--archs`` / ``--bits`` / ``--hws`` / ``--methods`` restrict the grid, ``--extra`` adds overrides that do not
+change results (``threads=1`` to run two single-threaded grids side by side on 2 cores); ``--tables-only`` only
+rebuilds the tables from the records.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -69,13 +72,15 @@ def label(rec: dict) -> str | None:
     return names[algo] if params == ALGOS.get(algo).defaults else None  # the methods' default parameters only
 
 
-def run_cells(methods: list[str], archs: list[str], bits: list[str], hws: list[str], runs: Path) -> None:
+def run_cells(methods: list[str], archs: list[str], bits: list[str], hws: list[str], runs: Path,
+              extra: list[str]) -> None:
     for name in methods:
         algo = METHODS[name][0].removeprefix("algo=")
         hw = [h for h in hws if not (algo in PER_CHANNEL_ONLY and h == "academic")]
         if not hw:
             continue
-        run_grid([*METHODS[name], f"hw={','.join(hw)}", f"arch={','.join(archs)}", f"bits={','.join(bits)}"], runs)
+        run_grid([*METHODS[name], f"hw={','.join(hw)}", f"arch={','.join(archs)}", f"bits={','.join(bits)}",
+                  *extra], runs)
 
 
 def tables(runs: Path, out: Path) -> None:
@@ -114,9 +119,19 @@ def tables(runs: Path, out: Path) -> None:
         pivot = pivot.loc[rows, ordered]
         pivot.columns = [f"{a.removesuffix('_mini')} {b}" for a, b in ordered]
         parts.append(f"## hw={hw}\n\n{markdown(pivot.reset_index())}")
+    ops = [{"arch": a, "int_ops_M": r["extra"]["ioso_int_ops"] / 1e6, "isg_ops_M": r["extra"]["ioso_isg_ops"] / 1e6,
+            "total_M": (r["extra"]["ioso_int_ops"] + r["extra"]["ioso_isg_ops"]) / 1e6,
+            "isg_percent": 100 * r["extra"]["ioso_isg_ops_ratio"]}
+           for a, m, r in zip(df["arch"], df["method"], recs, strict=True) if m == "IOSO"]
+    if ops:
+        t = pd.DataFrame(ops).drop_duplicates("arch")
+        t = t.assign(o=t["arch"].map(ARCHS.index)).sort_values("o").drop(columns="o")
+        parts.append("## IOSO: integer operations per 1x32x32 image without and with ISG (seed 002 Table 5 "
+                     f"analogue; 3 groups, 2 shift-adds per output feature of non-depthwise layers)\n\n{markdown(t)}")
     times = long.pivot_table(index="method", columns="arch", values="wall_s", aggfunc="median")
     times = times.loc[[m for m in METHODS if m in times.index], [a for a in ARCHS if a in times.columns]]
-    parts.append(f"## Median wall time per cell (s, 2 CPU cores, whole cell incl. evaluation)\n\n"
+    parts.append(f"## Median wall time per cell (s, whole cell incl. calibration and two evaluations; one thread per "
+                 f"cell, two cells side by side on the 2 CPU cores)\n\n"
                  f"{markdown(times.reset_index())}")
     (out / "ptq_advanced.md").write_text("\n".join(parts))
     print(f"wrote {out / 'ptq_advanced'}.csv/.md ({len(long)} cells)")
@@ -130,6 +145,7 @@ def main() -> int:
     p.add_argument("--bits", default=",".join(BITS))
     p.add_argument("--hws", default=",".join(HWS))
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated labels of METHODS")
+    p.add_argument("--extra", default="", help="overrides that do not change results, e.g. threads=1")
     p.add_argument("--tables-only", action="store_true")
     args = p.parse_args()
     runs = Path(args.runs)
@@ -138,7 +154,7 @@ def main() -> int:
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise SystemExit(f"unknown method {unknown[0]!r}; accepted: {', '.join(METHODS)}")
-        run_cells(methods, args.archs.split(","), args.bits.split(","), args.hws.split(","), runs)
+        run_cells(methods, args.archs.split(","), args.bits.split(","), args.hws.split(","), runs, args.extra.split())
     tables(runs, Path(args.out))
     return 0
 

@@ -18,6 +18,7 @@ class PTQ(QuantizedAlgorithm):
 
     name = "ptq"
     kind = "ptq"
+    bn_recalib = True
     description = "fold BN, insert quantizers, calibrate (options: ptq.bn_recalib, ptq.cle, ptq.bias_correction)"
 
     def optimize(self, ctx: CellContext, gm: fx.GraphModule, calib: torch.Tensor) -> dict[str, Any] | None:

@@ -50,6 +50,7 @@ class QuantizedAlgorithm(Algorithm):
     """An algorithm that quantizes the FP32 model through the shared steps."""
 
     quantizes = True
+    bn_recalib = False  # runs ptq.bn_recalib (MQBench App. C.3)
 
     def factory(self, ctx: CellContext) -> QuantizerFactory:
         """The quantizer modules this algorithm trains or calibrates (default: fixed calibrated quantizers)."""
@@ -66,6 +67,8 @@ class QuantizedAlgorithm(Algorithm):
                 f"ptq.cle / ptq.bias_correction are post-training steps; algo={self.name} is {self.kind} "
                 "(accepted with: algo=ptq, adaround, brecq, qdrop, bitsplit, ioso)"
             )
+        if cfg.ptq.bn_recalib and not self.bn_recalib:
+            raise BenchError(f"ptq.bn_recalib=true is not a step of algo={self.name} (accepted with: algo=ptq)")
 
     def after_bias_correction(self, gm: fx.GraphModule, calib: torch.Tensor, batch_size: int) -> None:
         """Hook after ``ptq.bias_correction`` changed the biases (plain PTQ re-calibrates activation ranges)."""

@@ -64,6 +64,7 @@ def truncated_checkpoint(tmp_path: Path) -> Path:
         (["algo=brecq", "+algo.params.fischer=true"], "unknown algo.params.fischer for algo=brecq; accepted: fisher"),
         (["algo=lsq", "ptq.cle=true"], "ptq.cle / ptq.bias_correction are post-training steps; algo=lsq is qat"),
         (["algo=adaround", "recon.iters=0"], "recon.iters=0 must be > 0"),
+        (["algo=brecq", "ptq.bn_recalib=true"], "ptq.bn_recalib=true is not a step of algo=brecq"),
         (["algo=apot", "hw=tvm"], "algo=apot cannot run on hw=tvm: APoT's additive powers-of-two levels are "
                                   "non-uniform, which no integer target executes (MQBench Table 2); "
                                   "accepted: hw=academic"),
