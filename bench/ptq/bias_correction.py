@@ -41,11 +41,18 @@ def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
 
 
 @torch.no_grad()
-def _add_bias(layer: nn.Conv2d | nn.Linear, delta: Tensor) -> None:
-    if layer.bias is None:
-        layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0], dtype=layer.weight.dtype,
-                                              device=layer.weight.device))
-    layer.bias.add_(delta.to(layer.bias))
+def output_bias(m: nn.Module) -> nn.Parameter:
+    """The parameter that shifts a quantized layer's (eval) output one-to-one per output channel: the conv / linear
+    bias (created as zeros if missing), or the BN's beta when the BN is kept (strategy -1) or folded with its
+    running statistics (strategies 1-4)."""
+    if isinstance(m, QuantConvBn2d) and m.bn is not None:
+        if m.bn.bias is None:
+            raise ValueError("a BatchNorm2d without affine parameters has no bias to learn")
+        return m.bn.bias
+    inner = m.linear if isinstance(m, QuantLinear) else m.conv
+    if inner.bias is None:
+        inner.bias = nn.Parameter(torch.zeros(inner.weight.shape[0], device=inner.weight.device))
+    return inner.bias
 
 
 @torch.no_grad()
@@ -56,21 +63,18 @@ def add_output_bias(module: nn.Module, delta: Tensor) -> None:
     ``QuantConvBn2d`` strategies -1 and 1..4: BN's ``beta``, which every strategy adds to its output unscaled (folded
     or not, in eval and in training); a BN without affine parameters gets ``delta * sigma_run`` on the conv bias.
     """
-    if isinstance(module, QuantLinear):
-        _add_bias(module.linear, delta)
-    elif isinstance(module, QuantConv2d):
-        _add_bias(module.conv, delta)
-    elif isinstance(module, QuantConvBn2d):
-        bn = module.bn
-        if bn is None:
-            _add_bias(module.conv, delta)
-        elif bn.bias is not None:
-            bn.bias.add_(delta.to(bn.bias))
-        else:
-            assert bn.running_var is not None
-            _add_bias(module.conv, delta * torch.sqrt(bn.running_var + bn.eps))
-    else:
+    if not isinstance(module, QuantLinear | QuantConv2d | QuantConvBn2d):
         raise TypeError(f"add_output_bias: {type(module).__name__} is not a quantized conv / linear module")
+    bn = module.bn if isinstance(module, QuantConvBn2d) else None
+    if bn is not None and bn.bias is None:  # BN without affine parameters: the shift goes before its 1 / sigma
+        assert bn.running_var is not None
+        delta = delta * torch.sqrt(bn.running_var + bn.eps)
+        module.conv.bias = module.conv.bias if module.conv.bias is not None else nn.Parameter(
+            torch.zeros_like(delta))
+        module.conv.bias.add_(delta.to(module.conv.bias))
+        return
+    p = output_bias(module)
+    p.add_(delta.to(p))
 
 
 def _corrected(gm: fx.GraphModule) -> tuple[list[tuple[str, nn.Module]], int]:

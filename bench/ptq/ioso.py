@@ -25,10 +25,11 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from bench.ptq.bias_correction import output_bias
 from bench.ptq.frozen import FrozenWeightQuantizer
 from bench.ptq.rounding import GAMMA, ZETA, AdaRoundQuantizer, round_regularizer
 from bench.quant.insert import weighted_modules
-from bench.quant.qmodules import QuantConvBn2d, QuantLinear
+from bench.quant.qmodules import QuantLinear
 from bench.quant.quantizer import FakeQuantize
 
 GROUP_VALUES = (1.0, 1.0 - 2**-4, 1.0 + 2**-4)  # the paper's gamma^G (Sec. 4)
@@ -51,20 +52,6 @@ def is_depthwise(m: nn.Module) -> bool:
         return False
     c = m.conv
     return c.groups > 1 and c.groups == c.in_channels
-
-
-def output_bias(m: nn.Module) -> nn.Parameter:
-    """The parameter that shifts a quantized layer's (eval) output one-to-one per output channel: the conv / linear
-    bias (created as zeros if missing), or the BN's beta when the BN is kept (strategy -1) or folded with its
-    running statistics (strategies 1-4)."""
-    if isinstance(m, QuantConvBn2d) and m.bn is not None:
-        if m.bn.bias is None:
-            raise ValueError("a BatchNorm2d without affine parameters has no bias to learn")
-        return m.bn.bias
-    inner = m.linear if isinstance(m, QuantLinear) else m.conv
-    if inner.bias is None:
-        inner.bias = nn.Parameter(torch.zeros(inner.weight.shape[0], device=inner.weight.device))
-    return inner.bias
 
 
 class IOSOQuantizer(AdaRoundQuantizer):
