@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The quick-start cell: LSQ W4A4 on the TVM profile, fine-tuned from the cached FP32 resnet18_mini baseline.
 RUN_ARGS ?= algo=lsq hw=tvm
 
-.PHONY: run test venv dataset lint clean
+.PHONY: run test test-cluster venv dataset lint clean
 
 run: venv dataset
 	@echo ">>> python -m bench run $(RUN_ARGS)   (trains the FP32 baseline on first use, then QAT)"
@@ -16,6 +16,12 @@ run: venv dataset
 test: venv dataset
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The slow sweep tests: a real one-node Slurm cluster on localhost (installs slurm-wlm + munge; root) and a sweep
+# killed at random points. CI runs them after `make test`.
+test-cluster: venv dataset
+	bash scripts/slurm/install.sh
+	BENCH_REQUIRE_SLURM=1 $(BIN)/python -m pytest -q -m slow tests/launch
 
 lint: venv
 	$(BIN)/ruff check .

@@ -8,6 +8,8 @@ VERBS = {
     "run": ("bench.cli.run", "run one grid cell, or a Hydra multirun with -m"),
     "pretrain": ("bench.cli.pretrain", "train (or load) and cache the FP32 baseline of an arch on a dataset"),
     "list": ("bench.cli.list_", "show what each grid axis offers (algo, hw, arch, data, bits, ...)"),
+    "aggregate": ("bench.cli.aggregate",
+                  "turn result records (runs/) into the benchmark tables and plots (results/<track>/)"),
 }
 
 USAGE = "usage: python -m bench <verb> [args]   (python -m bench <verb> --help for each verb)"

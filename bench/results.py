@@ -16,7 +16,10 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 RECORD_NAME = "result.json"
+DUPLICATE_NAME = "result.duplicate.json"  # a second finished record of a cell: kept, but not a record
+INDEX_DIR = ".index"  # runs_dir/.index/<config_hash>: which record finished a cell first
 STATUSES = ("ok", "nc", "failed")
+FINAL = ("ok", "nc")
 
 
 @dataclass
@@ -87,6 +90,50 @@ def write_record(record: ResultRecord, out_dir: str | Path) -> Path:
     return write_json_atomic(Path(out_dir) / RECORD_NAME, record.to_dict())
 
 
+def write_record_once(record: ResultRecord, out_dir: str | Path, runs_dir: str | Path) -> Path:
+    """Write ``result.json`` and claim the cell in ``runs_dir/.index``: one finished record per ``config_hash``.
+
+    Two processes can finish the same cell (a sweep restarted while Slurm jobs of the first launch still ran). The
+    first to claim the index entry owns the cell; a later one renames its own record to ``result.duplicate.json``
+    (nothing computed is deleted, but collection and the tables see one record). Failed records are not claimed.
+    """
+    path = write_record(record, out_dir)
+    if record.status not in FINAL or not record.config_hash:
+        return path
+    index = Path(runs_dir) / INDEX_DIR
+    index.mkdir(parents=True, exist_ok=True)
+    marker = index / record.config_hash
+    for _ in range(2):
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _indexed(marker, record.config_hash)
+            if owner is None:  # stale entry (its record was deleted): take it over
+                marker.unlink(missing_ok=True)
+                continue
+            if owner.resolve() == path.resolve():
+                return path
+            dup = path.with_name(DUPLICATE_NAME)
+            os.replace(path, dup)
+            return owner
+        with os.fdopen(fd, "w") as f:
+            f.write(str(path.resolve()) + "\n")
+        return path
+    return path
+
+
+def _indexed(marker: Path, config_hash: str) -> Path | None:
+    """The record an index entry points to, if it still exists and finished that cell."""
+    try:
+        target = Path(marker.read_text().strip())
+        rec = read_record(target)
+    except (OSError, json.JSONDecodeError, ValueError):
+        return None
+    if rec.get("config_hash") == config_hash and rec.get("status") in FINAL:
+        return target
+    return None
+
+
 def read_record(path: str | Path) -> dict[str, Any]:
     """Read one ``result.json``."""
     with Path(path).open() as f:
@@ -107,9 +154,13 @@ def iter_records(runs_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def find_record(runs_dir: str | Path, config_hash: str, statuses: tuple[str, ...] = ("ok", "nc")) -> Path | None:
+def find_record(runs_dir: str | Path, config_hash: str, statuses: tuple[str, ...] = FINAL) -> Path | None:
     """Path of an existing record of the same cell (same ``config_hash``) with a final status, if any."""
-    for p, rec in iter_records(runs_dir):
+    if statuses == FINAL and config_hash:
+        owner = _indexed(Path(runs_dir) / INDEX_DIR / config_hash, config_hash)
+        if owner is not None:
+            return owner
+    for p, rec in iter_records(runs_dir):  # records written before the index existed, or by an older version
         if rec.get("config_hash") == config_hash and rec.get("status") in statuses:
             return p
     return None
@@ -144,6 +195,17 @@ def git_sha() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
+
+
+def launch_info() -> dict[str, Any]:
+    """Where the cell ran: host, and under Slurm the job id and how often it was requeued (preemption, time limit)."""
+    info: dict[str, Any] = {"host": platform.node()}
+    if "SLURM_JOB_ID" in os.environ:
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        info["slurm_job_id"] = f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
+        info["slurm_restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    return info
 
 
 def versions() -> dict[str, str]:

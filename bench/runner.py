@@ -17,14 +17,17 @@ from bench.data import build_data
 from bench.engine import evaluate
 from bench.engine.metrics import MetricsWriter
 from bench.results import (
+    DUPLICATE_NAME,
     ResultRecord,
     config_hash,
     find_record,
     git_sha,
+    launch_info,
     now_iso,
     read_record,
     versions,
     write_record,
+    write_record_once,
 )
 
 log = logging.getLogger(__name__)
@@ -119,10 +122,13 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             "epochs": base.get("epochs"),
         },
         error=outcome.error,
-        extra=outcome.extra,
+        extra={**outcome.extra, "launch": launch_info()},
         config=hashed,
     )
-    path = write_record(record, output_dir)
+    path = write_record_once(record, output_dir, cfg.runs_dir)
+    if path.parent.resolve() != output_dir.resolve():
+        print(f"duplicate: this cell was finished meanwhile by {path}; this run's record is kept as "
+              f"{output_dir / DUPLICATE_NAME}")
     print(f"result: {path}  status={record.status} top1={_fmt(record.top1)} fp32_top1={_fmt(record.fp32_top1)}")
     return record.to_dict()
 

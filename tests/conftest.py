@@ -28,3 +28,22 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_cfg(base + list(overrides))
 
     return _make
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment of a ``python -m bench`` subprocess: FP32 cache under ``tmp_path``, this checkout importable."""
+    import os
+
+    return {**os.environ, "BENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT), **extra}
+
+
+def run_bench(*args: str, tmp_path: Path, env: dict[str, str] | None = None, timeout: float = 600):
+    """Run ``python -m bench ARGS`` in ``tmp_path``; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=tmp_path, env=env or bench_env(tmp_path),
+                          capture_output=True, text=True, timeout=timeout)

@@ -38,3 +38,69 @@ def test_config_hash_is_canonical():
     assert config_hash({"a": 1, "b": {"c": 2}}) == config_hash({"b": {"c": 2}, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
     assert len(config_hash({})) == 16
+
+
+def _record(h: str, status: str = "ok", top1: float = 50.0):
+    from bench.results import ResultRecord
+
+    return ResultRecord(
+        track="test", algo="ptq", calib_weight="minmax", calib_act="minmax", hw="academic", graph=1, bn_fold=-1,
+        arch="tiny", data="synthetic", w_bits=4, a_bits=4, seed=0, status=status, fp32_top1=60.0, top1=top1,
+        top5=90.0, init_top1=top1, train_epochs=0, config_hash=h, git_sha="x", versions={}, wall_s=1.0,
+        started_at="2026-01-01T00:00:00+00:00", config={"cell": h},
+    )
+
+
+def test_second_finished_record_of_a_cell_is_kept_aside(tmp_path):
+    from bench.results import DUPLICATE_NAME, write_record_once
+
+    first = write_record_once(_record("h1"), tmp_path / "a", tmp_path)
+    owner = write_record_once(_record("h1", top1=51.0), tmp_path / "b", tmp_path)
+    assert owner == first  # the cell belongs to the first record
+    assert [p.parent.name for p in tmp_path.rglob("result.json")] == ["a"]
+    assert json.loads((tmp_path / "b" / DUPLICATE_NAME).read_text())["top1"] == 51.0  # nothing computed is deleted
+    assert find_record(tmp_path, "h1") == first
+    # failed records are not claimed: a later successful run of the cell still owns it
+    write_record_once(_record("h2", status="failed"), tmp_path / "c", tmp_path)
+    assert write_record_once(_record("h2"), tmp_path / "d", tmp_path) == tmp_path / "d" / "result.json"
+
+
+def test_stale_index_entry_is_taken_over(tmp_path):
+    import shutil
+
+    from bench.results import write_record_once
+
+    write_record_once(_record("h1"), tmp_path / "a", tmp_path)
+    shutil.rmtree(tmp_path / "a")  # the user deleted the run folder
+    assert find_record(tmp_path, "h1") is None
+    assert write_record_once(_record("h1"), tmp_path / "b", tmp_path) == tmp_path / "b" / "result.json"
+    assert find_record(tmp_path, "h1") == tmp_path / "b" / "result.json"
+
+
+def _writer(args):
+    from bench.results import write_record_once
+
+    runs, i = args
+    cell = f"c{i % 40:02d}"  # 40 cells, 10 of them finished twice at the same moment
+    write_record_once(_record(cell, top1=float(i)), runs / f"run{i:02d}", runs)
+    return i
+
+
+def test_50_concurrent_writers_leave_valid_records_one_per_cell(tmp_path, capsys):
+    import multiprocessing as mp
+
+    from bench.aggregate.records import load_records
+
+    runs = tmp_path / "runs"
+    with mp.get_context("fork").Pool(16) as pool:
+        assert sorted(pool.map(_writer, [(runs, i) for i in range(50)])) == list(range(50))
+    files = sorted(runs.rglob("result.json"))
+    recs = [json.loads(p.read_text()) for p in files]  # every file parses: no half-written JSON
+    assert len(recs) == 40 and len({r["config_hash"] for r in recs}) == 40
+    assert len(list(runs.rglob("result.duplicate.json"))) == 10
+    assert not list(runs.rglob("*.tmp"))
+    # a corrupt record is rejected with its path named, and the others are still read
+    files[0].write_text('{"track": "test", "status": ')
+    pairs, rejects = load_records(runs)
+    assert len(pairs) == 39 and [r.path for r in rejects] == [str(files[0])]
+    assert str(files[0]) in capsys.readouterr().err

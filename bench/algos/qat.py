@@ -247,6 +247,7 @@ class QATAlgorithm(QuantizedAlgorithm):
         out: dict[str, Any] = {
             "status": result.status, "train_epochs": result.epochs_done, "qparams_json": path.name,
             "train_steps_per_epoch": steps, "qat_params": params,
+            "resumed_from_epoch": int(resume["epoch"]) if resume else 0,  # > 0: an interrupted cell went on
         }
         if result.status != "ok":
             out["error"] = f"QAT did not converge: {result.reason}"

@@ -48,6 +48,54 @@ def compose_and_validate(overrides: list[str]) -> DictConfig:
     return cfg
 
 
+LAUNCHERS = ("local", "parallel", "slurm")  # conf/hydra/launcher (+ the plugins' own names, accepted too)
+PLUGIN_LAUNCHERS = ("basic", "submitit_local", "submitit_slurm")
+
+
+def expand_seeds(argv: list[str]) -> list[str]:
+    """``seeds=N`` (seeds 0..N-1) or ``seeds=a,b,c``: sweep every cell over those seeds (``seed=...`` and ``-m``)."""
+    given = [a for a in argv if a.startswith("seeds=")]
+    if not given:
+        return argv
+    value = given[-1].split("=", 1)[1]
+    parts = [p.strip() for p in value.split(",")]
+    if not value or not all(p.isdigit() for p in parts):
+        raise BenchError(f"seeds={value!r} invalid; accepted: a count N >= 1 (seeds 0..N-1) or a list like seeds=0,1,2")
+    seeds = list(range(int(parts[0]))) if len(parts) == 1 else [int(p) for p in parts]
+    if not seeds:
+        raise BenchError(f"seeds={value!r} invalid; accepted: a count N >= 1 (seeds 0..N-1) or a list like seeds=0,1,2")
+    if any(a.startswith(("seed=", "+seed=", "++seed=")) for a in argv):
+        raise BenchError("seeds= and seed= given together; use one (seeds=N runs seed=0..N-1)")
+    rest = [a for a in argv if not a.startswith("seeds=")]
+    multirun = any(a in ("-m", "--multirun") for a in rest)
+    return [*([] if multirun else ["-m"]), *rest, f"seed={','.join(map(str, seeds))}"]
+
+
+def check_launcher(overrides: list[str]) -> None:
+    """``hydra/launcher=<name>`` must name a launcher config (Hydra's own message spans many lines)."""
+    for ov in overrides:
+        if ov.startswith("hydra/launcher="):
+            name = ov.split("=", 1)[1]
+            if name not in LAUNCHERS + PLUGIN_LAUNCHERS:
+                raise BenchError(f"unknown hydra/launcher {name!r}; accepted: {', '.join(LAUNCHERS)}")
+
+
+def sweep_params(overrides: list[str]) -> dict[str, str]:
+    """The sweep an ``experiment=`` file names (``hydra.sweeper.params``); empty for a single cell."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise BenchError(f"invalid override: {first_line(e)}") from None
+    params = OmegaConf.select(cfg, "hydra.sweeper.params")
+    return {str(k): str(v) for k, v in (params or {}).items()}
+
+
 def help_text(verb: str, summary: str, examples: list[str]) -> str:
     """Help of a Hydra verb: summary, config groups and their options, examples."""
     usage = f"usage: python -m bench {verb} [-m] [group=option ...] [key=value ...]"
@@ -69,12 +117,20 @@ def launch(verb: str, argv: list[str], task: Callable[[DictConfig], None], extra
     import hydra
 
     register_configs()
-    overrides = [a for a in argv if not a.startswith("-")]
     try:
+        argv = expand_seeds(argv)
+        overrides = [a for a in argv if not a.startswith("-")]
         check_overrides(overrides)
+        check_launcher(overrides)
+        multirun = any(a in ("-m", "--multirun") for a in argv)
+        if not multirun and not any(a.startswith("--") for a in argv):
+            params = sweep_params(overrides + (extra or []))
+            if params:  # an experiment that names a sweep: run it as one
+                print(f"a sweep over {', '.join(params)}: running it as a multirun (-m)")
+                argv, multirun = ["-m", *argv], True
         # single runs are composed and checked up front so that bad input writes nothing; multirun jobs
         # are checked one by one (a failing cell is recorded as failed and the sweep goes on)
-        if not any(a in ("-m", "--multirun") or a.startswith("--") for a in argv):
+        if not multirun and not any(a.startswith("--") for a in argv):
             compose_and_validate(overrides + (extra or []))
     except BenchError as e:
         return fail(str(e))

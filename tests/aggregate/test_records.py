@@ -1,0 +1,135 @@
+"""Loading, corrupt-record rejection, dedup, seed grouping, table filters and slot resolution."""
+
+from __future__ import annotations
+
+import io
+import math
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.aggregate import records as R
+
+
+def test_load_rejects_corrupt_records_with_one_warning_each(tmp_path: Path, write_rec, rec) -> None:
+    write_rec("good/a", algo="lsq")
+    write_rec("good/b", algo="pact")
+    bad_json = tmp_path / "runs" / "x" / "result.json"
+    bad_json.parent.mkdir(parents=True)
+    bad_json.write_text("")
+    missing = tmp_path / "runs" / "y" / "result.json"
+    missing.parent.mkdir(parents=True)
+    missing.write_text('{"track": "fmnist-mini"}')
+    status = tmp_path / "runs" / "z" / "result.json"
+    status.parent.mkdir(parents=True)
+    r = rec()
+    r["status"] = "running"
+    status.write_text(__import__("json").dumps(r))
+    (tmp_path / "runs" / "good" / "a" / ".result.json.abc.tmp").write_text("{half")  # an atomic write in flight
+    err = io.StringIO()
+    good, bad = R.load_records(tmp_path / "runs", warn=err)
+    assert len(good) == 2
+    assert sorted(Path(b.path).parent.name for b in bad) == ["x", "y", "z"]
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 3
+    assert lines[0] == f"warning: skipped corrupt record {bad_json}: Expecting value: line 1 column 1 (char 0)"
+    assert "missing field(s) algo" in lines[1] and str(missing) in lines[1]
+    assert "unknown status 'running'" in lines[2]
+
+
+def test_dedup_prefers_ok_over_failed_then_latest(rec) -> None:
+    ok_old = rec(top1=70.0, finished_at="2026-01-01T00:00:00+00:00")
+    failed_new = rec(top1=None, status="failed", error="boom", finished_at="2026-01-03T00:00:00+00:00")
+    ok_new = rec(top1=71.0, finished_at="2026-01-02T00:00:00+00:00")
+    assert ok_old["config_hash"] == failed_new["config_hash"] == ok_new["config_hash"]
+    df = R.dedup(R.records_frame([(Path(f"r{i}/result.json"), r) for i, r in enumerate([ok_old, failed_new,
+                                                                                         ok_new])]))
+    assert len(df) == 1 and df.iloc[0]["top1"] == 71.0
+    only_failed = R.dedup(R.records_frame([(Path("f/result.json"), failed_new)]))
+    assert list(only_failed["status"]) == ["failed"]
+
+
+def test_seeds_group_into_one_cell_with_t_ci(cells_of, rec) -> None:
+    vals = [70.2, 70.6, 69.9]
+    cells = cells_of([rec(seed=s, top1=v) for s, v in enumerate(vals)] + [rec(seed=0, epochs=3, top1=72.0)])
+    assert len(cells) == 2  # a different train.epochs is a different cell
+    c = cells[cells["n"] == 3].iloc[0]
+    sd = statistics.stdev(vals)
+    assert c["mean"] == pytest.approx(statistics.mean(vals))
+    assert c["std"] == pytest.approx(sd)
+    assert c["ci95"] == pytest.approx(4.3027 * sd / math.sqrt(3))
+    assert c["seeds"] == "0,1,2" and c["status"] == "ok"
+
+
+def test_cell_id_ignores_only_the_seed(rec) -> None:
+    assert R.cell_id(rec(seed=0)) == R.cell_id(rec(seed=5))
+    assert R.cell_id(rec(seed=0)) != R.cell_id(rec(seed=0, calib=("mse", "minmax")))
+
+
+def test_nc_seed_or_missing_accuracy_makes_the_cell_nc(cells_of, rec) -> None:
+    cells = cells_of([rec(seed=0, top1=70.0), rec(seed=1, top1=12.0, status="nc")])
+    assert list(cells["status"]) == ["nc"] and math.isnan(cells.iloc[0]["mean"])
+    cells = cells_of([rec(seed=0, top1=None)])  # ok but no number: did not converge
+    assert list(cells["status"]) == ["nc"]
+
+
+def test_failed_records_are_kept_aside(cells_of, rec) -> None:
+    recs = [rec(seed=0, top1=70.0), rec(seed=1, top1=None, status="failed", error="CUDA OOM")]
+    df = R.dedup(R.records_frame([(Path(f"r{i}/result.json"), r) for i, r in enumerate(recs)]))
+    failed = R.failed_records(df)
+    assert list(failed["error"]) == ["CUDA OOM"] and list(failed["path"]) == ["r1/result.json"]
+    cells = R.group_seeds(df)
+    assert list(cells["n"]) == [1] and list(cells["mean"]) == [70.0]
+
+
+def _flags(cells: pd.DataFrame, predicate) -> list[bool]:
+    return [bool(x) for x in predicate(cells)]
+
+
+def test_table_filters(cells_of, rec) -> None:
+    recs = [
+        rec(algo="lsq", hw="tensorrt"),  # 0 hardware default
+        rec(algo="lsq", quant={"bn_fold": 2}),  # 1 BN-fold override
+        rec(algo="lsq", quant={"graph": 3}),  # 2 graph override
+        rec(algo="lsq", quant={"only": "weights"}),  # 3 debugging: not a benchmark cell
+        rec(algo="lsq", quant={"bypass": True}),  # 4
+        rec(algo="lsq", quant={"first_last_bits": 4}),  # 5
+        rec(algo="ptq"),  # 6 plain PTQ
+        rec(algo="ptq", ptq={"bn_recalib": True}),  # 7 BN calib
+        rec(algo="ptq", ptq={"cle": True}),  # 8
+        rec(algo="ptq", ptq={"bias_correction": "empirical"}),  # 9
+        rec(algo="brecq"),  # 10 an advanced PTQ method: none of these tables
+        rec(algo="fp32", w=32, a=32),  # 11
+    ]
+    cells = cells_of(recs)
+    cells = cells.assign(_i=[int(Path(p).parent.name) for p in cells["path"]]).sort_values("_i")
+    assert _flags(cells, R.is_hardware_cell) == [i == 0 for i in range(12)]
+    assert _flags(cells, R.is_bnfold_cell) == [i in (0, 1) for i in range(12)]
+    assert _flags(cells, R.is_graph_cell) == [i in (0, 2) for i in range(12)]
+    assert _flags(cells, R.is_ptq_cell) == [i == 6 for i in range(12)]
+    assert _flags(cells, R.is_bn_calib_cell) == [i == 7 for i in range(12)]
+
+
+def test_resolve_slots_prefers_real_longer_default_calibrated_cells(cells_of, rec) -> None:
+    cells = cells_of([
+        rec(epochs=1, top1=70.0), rec(epochs=3, top1=71.0),  # longer training wins
+        rec(arch="resnet50", epochs=5, smoke=True, top1=10.0), rec(arch="resnet50", top1=76.0),  # smoke loses
+        rec(arch="mobilenetv2", calib=("quantile", "norm"), top1=69.0, finished_at="2026-02-01T00:00:00+00:00"),
+        rec(arch="mobilenetv2", top1=68.0),  # MinMax init: the default the hardware table wants
+    ])
+    kept, dropped = R.resolve_slots(cells, ["arch", "algo", "hw"], prefer_calib=True)
+    assert dropped == 3
+    assert dict(zip(kept["arch"], kept["mean"], strict=True)) == {"resnet18": 71.0, "resnet50": 76.0,
+                                                                   "mobilenetv2": 68.0}
+    kept, _ = R.resolve_slots(cells[cells["arch"] == "mobilenetv2"], ["arch"], prefer_calib=False)
+    assert list(kept["mean"]) == [69.0]  # without the preference: the latest
+
+
+@pytest.mark.slow
+def test_static_kind_map_matches_the_registry() -> None:
+    from bench.algos import ALGOS
+
+    # R._registry_kind is conftest's static map here (autouse fixture)
+    assert {n: ALGOS.get(n).kind for n in ALGOS.names()} == {n: R._registry_kind(n) for n in ALGOS.names()}

@@ -1,0 +1,123 @@
+"""A sweep killed at random points (kill -9 of single cells and of the launcher) and restarted loses no finished
+record, duplicates none, and ends with the same tables as an uninterrupted run. ``slow`` (about 3 minutes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import bench_env, run_bench
+
+pytestmark = pytest.mark.slow
+
+# eight real (non-smoke) cells on the synthetic set: PTQ and short QAT on four profiles, each a few seconds
+CELLS = ["data=synthetic", "arch=tiny", "train.steps_per_epoch=15", "progress=false", "algo=ptq,lsq",
+         "hw=academic,tvm,tensorrt,fbgemm"]
+N_CELLS = 8
+
+
+def _sweep(runs: Path) -> list[str]:
+    return [sys.executable, "-m", "bench", "run", "-m", "hydra/launcher=parallel", *CELLS, f"runs_dir={runs}"]
+
+
+def _cells(pid: int) -> list[int]:
+    """The launcher's cell processes (not multiprocessing's resource tracker)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split() if b"spawn_main" in _cmdline(int(x))]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead too
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _records(runs: Path) -> list[Path]:
+    return sorted(runs.rglob("result.json"))
+
+
+def _wait_records(runs: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while len(_records(runs)) < n and proc.poll() is None:
+        assert time.time() < deadline, f"fewer than {n} records after {timeout} s"
+        time.sleep(0.2)
+
+
+def _tables(runs: Path, out: Path, tmp_path: Path) -> dict[str, str]:
+    p = run_bench("aggregate", f"runs={runs}", f"out={out}", "plots=false", tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    # everything but the per-record listings (paths, wall times) and the index page
+    return {f.name: f.read_text() for f in sorted(out.glob("*.csv")) if f.name not in ("cells.csv", "failed.csv")}
+
+
+def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
+    rng = random.Random(0)
+    env = bench_env(tmp_path)
+    assert run_bench("pretrain", "data=synthetic", "arch=tiny", "progress=false", tmp_path=tmp_path).returncode == 0
+
+    # the reference: the same sweep, uninterrupted
+    ref = tmp_path / "ref"
+    p = subprocess.run(_sweep(ref), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(_records(ref)) == N_CELLS
+
+    runs = tmp_path / "runs"
+    # 1) kill -9 one running cell after a random delay: that cell fails, the others finish
+    sweep = subprocess.Popen(_sweep(runs), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_records(runs, 1, sweep)
+    finishing = set(_cells(sweep.pid))  # may still be exiting after writing their records
+    deadline = time.time() + 120
+    while not (fresh := [c for c in _cells(sweep.pid) if c not in finishing]):  # a cell started after that record
+        assert time.time() < deadline and sweep.poll() is None, "no new cell started"
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.5, 3.0))  # a cell takes > 5 s (process start, torch import, work): it is mid-run
+    os.kill(fresh[0], signal.SIGKILL)
+    _, err = sweep.communicate(timeout=900)
+    assert sweep.returncode != 0 and b"its process died" in err  # reported, not silently lost
+    first = len(_records(runs))
+    assert first < N_CELLS
+
+    # 2) restart, then kill -9 the launcher itself at a random point: its cells die with it (no orphans)
+    sweep = subprocess.Popen(_sweep(runs), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    _wait_records(runs, first + 1, sweep)
+    time.sleep(rng.uniform(0.0, 2.0))
+    cells = _cells(sweep.pid)
+    os.kill(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    deadline = time.time() + 20
+    while any(_alive(c) for c in cells) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(c) for c in cells), "cell processes outlived the killed launcher"
+    before = {p: p.read_bytes() for p in _records(runs)}
+
+    # 3) restart to the end: finished cells are skipped, the rest run
+    p = subprocess.run(_sweep(runs), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = _records(runs)
+    assert all(path.read_bytes() == data for path, data in before.items())  # no finished record lost or rewritten
+    hashes = [json.loads(path.read_text())["config_hash"] for path in recs]
+    assert len(recs) == N_CELLS and len(set(hashes)) == N_CELLS  # nothing duplicated
+    assert not list(runs.rglob("result.duplicate.json"))
+    assert p.stdout.count("skipped: identical cell") == len(before)
+
+    # the same tables as the uninterrupted run
+    assert _tables(runs, tmp_path / "t_runs", tmp_path) == _tables(ref, tmp_path / "t_ref", tmp_path)
