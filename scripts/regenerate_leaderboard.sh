@@ -4,7 +4,7 @@
 #   EXPERIMENTS="table7_hw" bash scripts/regenerate_leaderboard.sh
 # Resumable: cells already recorded under $RUNS are skipped (config_hash), so an interrupted regeneration picks up
 # where it stopped. Environment: RUNS (runs/leaderboard), LAUNCHER (parallel | local | slurm), JOBS (cells at once
-# with the parallel launcher, 2), SEEDS (seeds of the resnet18_mini and mobilenetv2_mini rows of Table 7, 3),
+# with the parallel launcher, 2), THREADS (torch threads per cell; default cores / JOBS), SEEDS (seeds of the resnet18_mini and mobilenetv2_mini rows of Table 7, 3),
 # OUT (results/fmnist-mini), PY (.venv/bin/python). Writes $OUT/README.md: commit, machine, wall time, seeds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ PY=${PY:-.venv/bin/python}
 EXPERIMENTS=${EXPERIMENTS:-"table7_hw table4_academic table5_bnfold table6_graph table10_ptq table11_init ptq_lowbit"}
 LAUNCH=("hydra/launcher=$LAUNCHER")
 [ "$LAUNCHER" = parallel ] && LAUNCH+=("hydra.launcher.n_jobs=$JOBS")
+[ "$LAUNCHER" = parallel ] && [ -n "${THREADS:-}" ] && LAUNCH+=("hydra.launcher.threads_per_job=$THREADS")
 
 start=$(date +%s)
 status=0
