@@ -133,11 +133,18 @@ class ParallelLauncher(Launcher):
                     proc.start()
                     send.close()  # only the child holds the sending end: EOF once it is gone
                     running[proc.sentinel] = (i, list(overrides), proc, recv)
-                for sentinel in wait(list(running)):
+                # wait on the result pipes too, not only on the processes: a cell blocks in send() until its
+                # result (larger than the pipe buffer) is read, so it would never exit before we read it
+                pipes = {entry[3]: sentinel for sentinel, entry in running.items()}
+                for ready in wait([*running, *pipes]):
+                    sentinel = pipes.get(ready, ready)
+                    if sentinel not in running:  # its pipe and its process were both ready: handled already
+                        continue
                     i, overrides, proc, recv = running.pop(sentinel)
                     try:
                         results[i] = cloudpickle.loads(recv.recv_bytes())
                     except (EOFError, OSError):
+                        proc.join()
                         results[i] = _died(overrides, initial_job_idx + i, proc.exitcode)
                     proc.join()
                     recv.close()

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import bench_env, run_bench
 
 pytestmark = pytest.mark.slow
 
@@ -61,14 +60,14 @@ def _wait_records(runs: Path, n: int, proc: subprocess.Popen, timeout: float = 3
         time.sleep(0.2)
 
 
-def _tables(runs: Path, out: Path, tmp_path: Path) -> dict[str, str]:
+def _tables(run_bench, runs: Path, out: Path, tmp_path: Path) -> dict[str, str]:
     p = run_bench("aggregate", f"runs={runs}", f"out={out}", "plots=false", tmp_path=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     # everything but the per-record listings (paths, wall times) and the index page
     return {f.name: f.read_text() for f in sorted(out.glob("*.csv")) if f.name not in ("cells.csv", "failed.csv")}
 
 
-def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
+def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path, bench_env, run_bench):
     rng = random.Random(0)
     env = bench_env(tmp_path)
     assert run_bench("pretrain", "data=synthetic", "arch=tiny", "progress=false", tmp_path=tmp_path).returncode == 0
@@ -120,4 +119,5 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
     assert p.stdout.count("skipped: identical cell") == len(before)
 
     # the same tables as the uninterrupted run
-    assert _tables(runs, tmp_path / "t_runs", tmp_path) == _tables(ref, tmp_path / "t_ref", tmp_path)
+    interrupted = _tables(run_bench, runs, tmp_path / "t_runs", tmp_path)
+    assert interrupted == _tables(run_bench, ref, tmp_path / "t_ref", tmp_path)

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, bench_env, run_bench
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 SMOKE = ["data=synthetic", "arch=tiny", "debug=smoke", "progress=false", "threads=1"]
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=20"]
@@ -56,7 +56,7 @@ def _records(runs: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(runs.rglob("result.json"))]
 
 
-def test_sweep_on_slurm_writes_every_record(cluster, tmp_path):
+def test_sweep_on_slurm_writes_every_record(cluster, tmp_path, bench_env, run_bench):
     runs = tmp_path / "runs"
     env = bench_env(tmp_path, **cluster)
     p = run_bench("run", "-m", *SLURM, *SMOKE, "algo=ptq,lsq", "hw=academic,tvm,tensorrt", f"runs_dir={runs}",
@@ -80,7 +80,7 @@ def _squeue(env: dict[str, str]) -> list[tuple[str, str]]:
     return [tuple(line.split("|")) for line in out.split()]
 
 
-def test_requeued_cell_resumes_from_its_checkpoint(cluster, tmp_path):
+def test_requeued_cell_resumes_from_its_checkpoint(cluster, tmp_path, bench_env, run_bench):
     runs, cache = tmp_path / "runs", tmp_path / "cache"
     env = bench_env(tmp_path, **cluster)
     # the FP32 baseline first, so that the QAT cell's epochs are what runs on the cluster

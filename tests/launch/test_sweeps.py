@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import compose_cfg, run_bench
 from hydra import compose, initialize_config_dir
 
 from bench.cli.hydra_app import check_launcher, expand_seeds, sweep_params
@@ -54,13 +53,13 @@ def test_default_launcher_is_local_and_others_compose():
 
 
 @pytest.mark.parametrize("name", SWEEPS)
-def test_experiment_mini_and_imagenet_forms(name):
+def test_experiment_mini_and_imagenet_forms(name, make_cfg):
     for form, data in ((name, "fashion_mnist"), (f"{name}_imagenet", "imagenet")):
         params = sweep_params([f"experiment={form}"])
         assert params, f"experiment={form} names no sweep"
         # every swept value is a valid option (groups) and the cell count is what the file says it is
         check_overrides([f"{k}={v}" for k, v in params.items()])
-        cfg = compose_cfg([f"experiment={form}"])
+        cfg = make_cfg(f"experiment={form}")
         assert cfg.data.name == data
         archs = params.get("arch", cfg.arch.name).split(",")
         assert all((a in MINIS) == (data == "fashion_mnist") for a in archs), (form, archs)
@@ -75,12 +74,12 @@ def test_table7_hw_covers_all_profiles_and_minis():
     assert {"lsq", "pact", "dsq", "dorefa"} <= set(params["algo"].split(","))
 
 
-def test_ptq_bncalib_is_ptq_with_bn_recalibration():
-    cfg = compose_cfg(["algo=ptq_bncalib"])
+def test_ptq_bncalib_is_ptq_with_bn_recalibration(make_cfg):
+    cfg = make_cfg("algo=ptq_bncalib")
     assert cfg.algo.name == "ptq" and cfg.ptq.bn_recalib is True
 
 
-def test_parallel_launcher_runs_every_cell_in_its_own_process(tmp_path):
+def test_parallel_launcher_runs_every_cell_in_its_own_process(tmp_path, run_bench):
     runs = tmp_path / "runs"
     p = run_bench("run", "hydra/launcher=parallel", "data=synthetic", "arch=tiny", "debug=smoke", "algo=ptq",
                   "hw=academic,tvm,tensorrt", "seeds=1", f"runs_dir={runs}", "progress=false", tmp_path=tmp_path)
@@ -96,3 +95,14 @@ def test_parallel_launcher_runs_every_cell_in_its_own_process(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("skipped: identical cell") == 3
     assert len(list(runs.rglob("result.json"))) == 3
+
+
+def test_parallel_launcher_reads_results_larger_than_a_pipe_buffer(tmp_path, run_bench):
+    # a cell's JobReturn carries its whole config: padded past the 64 KiB pipe buffer, the cell blocks in send()
+    # until the launcher reads it (a launcher that only waited for the process to exit deadlocked here)
+    pad = "x" * 70_000
+    p = run_bench("run", "-m", "hydra/launcher=parallel", "data=synthetic", "arch=tiny", "debug=smoke", "algo=fp32",
+                  f"runs_dir={tmp_path / 'runs'}", f"+hydra.job.env_set.BENCH_PAD={pad}", tmp_path=tmp_path,
+                  timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert len(list((tmp_path / "runs").rglob("result.json"))) == 1
