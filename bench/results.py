@@ -198,8 +198,11 @@ def git_sha() -> str:
 
 
 def launch_info() -> dict[str, Any]:
-    """Where the cell ran: host, and under Slurm the job id and how often it was requeued (preemption, time limit)."""
-    info: dict[str, Any] = {"host": platform.node()}
+    """Where the cell ran: host, torch threads, and under Slurm the job id and how often it was requeued."""
+    import torch
+
+    # threads are left out of config_hash, but reduction order can move low-bit QAT results: keep them visible
+    info: dict[str, Any] = {"host": platform.node(), "torch_threads": torch.get_num_threads()}
     if "SLURM_JOB_ID" in os.environ:
         array = os.environ.get("SLURM_ARRAY_JOB_ID")
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
