@@ -72,12 +72,16 @@ def expand_seeds(argv: list[str]) -> list[str]:
 
 
 def check_launcher(overrides: list[str]) -> None:
-    """``hydra/launcher=<name>`` must name a launcher config (Hydra's own message spans many lines)."""
+    """``hydra/launcher=<name>`` must name a launcher config, and the parallel launcher's counts be positive integers
+    (Hydra's own messages span many lines)."""
     for ov in overrides:
-        if ov.startswith("hydra/launcher="):
-            name = ov.split("=", 1)[1]
-            if name not in LAUNCHERS + PLUGIN_LAUNCHERS:
-                raise BenchError(f"unknown hydra/launcher {name!r}; accepted: {', '.join(LAUNCHERS)}")
+        key, _, value = ov.partition("=")
+        if key == "hydra/launcher" and value not in LAUNCHERS + PLUGIN_LAUNCHERS:
+            raise BenchError(f"unknown hydra/launcher {value!r}; accepted: {', '.join(LAUNCHERS)}")
+        if key in ("hydra.launcher.n_jobs", "hydra.launcher.threads_per_job") and not (
+            value.isdigit() and int(value) >= 1 or (key.endswith("threads_per_job") and value == "null")
+        ):
+            raise BenchError(f"{key}={value} invalid; accepted: an integer >= 1")
 
 
 def sweep_params(overrides: list[str]) -> dict[str, str]:

@@ -38,6 +38,10 @@ def test_launcher_names():
         check_launcher([f"hydra/launcher={name}"])
     with pytest.raises(BenchError, match="unknown hydra/launcher 'sge'; accepted: local, parallel, slurm"):
         check_launcher(["hydra/launcher=sge"])
+    check_launcher(["hydra.launcher.n_jobs=4", "hydra.launcher.threads_per_job=null"])
+    for bad in ("hydra.launcher.n_jobs=0", "hydra.launcher.threads_per_job=two"):
+        with pytest.raises(BenchError, match=f"{bad} invalid; accepted: an integer >= 1"):
+            check_launcher([bad])
 
 
 def test_default_launcher_is_local_and_others_compose():
