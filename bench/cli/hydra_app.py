@@ -30,19 +30,24 @@ def first_line(e: BaseException) -> str:
     return f"{head} ({key})" if key and key not in head else head
 
 
-def compose_and_validate(overrides: list[str]) -> DictConfig:
-    """Compose the config as Hydra will, and validate it, before any output is written."""
+def compose_config(overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    """Compose the config as Hydra will (``with_hydra``: with the ``hydra`` node); a bad override is one line."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from bench.algos import ALGOS
-
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
+            return compose("config", overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as e:
         raise BenchError(f"invalid override: {first_line(e)}") from None
+
+
+def compose_and_validate(overrides: list[str]) -> DictConfig:
+    """Compose the config as Hydra will, and validate it, before any output is written."""
+    from bench.algos import ALGOS
+
+    cfg = compose_config(overrides)
     validate(cfg)
     ALGOS.get(cfg.algo.name).check(cfg)
     return cfg
@@ -86,16 +91,9 @@ def check_launcher(overrides: list[str]) -> None:
 
 def sweep_params(overrides: list[str]) -> dict[str, str]:
     """The sweep an ``experiment=`` file names (``hydra.sweeper.params``); empty for a single cell."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise BenchError(f"invalid override: {first_line(e)}") from None
+    cfg = compose_config(overrides, with_hydra=True)
     params = OmegaConf.select(cfg, "hydra.sweeper.params")
     return {str(k): str(v) for k, v in (params or {}).items()}
 
@@ -126,16 +124,15 @@ def launch(verb: str, argv: list[str], task: Callable[[DictConfig], None], extra
         overrides = [a for a in argv if not a.startswith("-")]
         check_overrides(overrides)
         check_launcher(overrides)
-        multirun = any(a in ("-m", "--multirun") for a in argv)
-        if not multirun and not any(a.startswith("--") for a in argv):
+        # single runs are composed and checked up front so that bad input writes nothing; multirun jobs
+        # are checked one by one (a failing cell is recorded as failed and the sweep goes on)
+        if not any(a in ("-m", "--multirun") or a.startswith("--") for a in argv):
             params = sweep_params(overrides + (extra or []))
             if params:  # an experiment that names a sweep: run it as one
                 print(f"a sweep over {', '.join(params)}: running it as a multirun (-m)")
-                argv, multirun = ["-m", *argv], True
-        # single runs are composed and checked up front so that bad input writes nothing; multirun jobs
-        # are checked one by one (a failing cell is recorded as failed and the sweep goes on)
-        if not multirun and not any(a.startswith("--") for a in argv):
-            compose_and_validate(overrides + (extra or []))
+                argv = ["-m", *argv]
+            else:
+                compose_and_validate(overrides + (extra or []))
     except BenchError as e:
         return fail(str(e))
     sys.argv = [f"bench {verb}", *argv, *(extra or [])]
