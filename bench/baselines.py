@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from bench.engine import TrainRecipe, evaluate, train
+from bench.engine import TrainRecipe, distributed, evaluate, train
 from bench.engine.metrics import MetricsWriter
 from bench.errors import BenchError
 from bench.models import build_model
@@ -151,6 +151,7 @@ def load_or_train(cfg: DictConfig, data: Any, metrics: MetricsWriter | None = No
     """
     torch.manual_seed(int(cfg.baseline.seed))
     model = build_model(cfg.arch.name, num_classes=data.num_classes, in_chans=data.in_chans)
+    model.to(distributed.current().device)
     if cfg.arch.checkpoint:
         load_weights(model, load_checkpoint(cfg.arch.checkpoint), cfg.arch.checkpoint)
         model.eval()
@@ -220,8 +221,9 @@ def _train_baseline(
         "created_at": now_iso(),
         "versions": versions(),
     }
-    save_checkpoint_atomic({"state_dict": model.state_dict(), "meta": meta}, path)
-    partial.unlink(missing_ok=True)
+    if distributed.current().is_main:  # the ranks hold the same weights; one writes them
+        save_checkpoint_atomic({"state_dict": model.state_dict(), "meta": meta}, path)
+        partial.unlink(missing_ok=True)
     model.eval()
     log.info("FP32 baseline %s: top-1 %.2f%% in %.0f s, cached at %s", cfg.arch.name, ev["top1"], meta["train_s"], path)
     return model, {**meta, "source": "trained", "path": str(path)}

@@ -171,6 +171,17 @@ class DebugConfig:
 
 
 @dataclass
+class DistConfig:
+    """Device and multi-process training of one cell (``bench.engine.distributed``). One process -- the default, and
+    always on CPU unless several are launched with torchrun or Slurm ``tasks_per_node`` -- makes DDP a no-op."""
+
+    device: str = "auto"  # auto (cuda:LOCAL_RANK when torch sees a GPU, else cpu) | cpu | cuda
+    backend: str = "auto"  # auto (nccl on GPUs, gloo on CPU) | gloo | nccl
+    find_unused_parameters: bool = False  # true if a quantizer parameter gets no gradient (DDP then says so)
+    timeout_min: float = 30.0  # a rank waiting this long on the others fails instead of hanging
+
+
+@dataclass
 class BenchConfig:
     """The whole config of one grid cell."""
 
@@ -186,6 +197,7 @@ class BenchConfig:
     recon: ReconConfig = MISSING
     quant: QuantConfig = field(default_factory=QuantConfig)
     ptq: PtqConfig = field(default_factory=PtqConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None = all cores
     progress: bool = True
@@ -197,7 +209,7 @@ class BenchConfig:
 # Fields that do not change what a cell computes: left out of config_hash.
 NON_RESULT_KEYS = (
     "runs_dir", "cache_dir", "progress", "threads", "skip_existing", "data.num_workers", "quant.report",
-    "ptq.calib_batch_size",
+    "ptq.calib_batch_size", "dist",
 )
 QUANT_ONLY = ("all", "weights", "acts")
 
@@ -269,6 +281,11 @@ def validate(cfg: DictConfig | BenchConfig) -> None:
     _need(c.quant.only in QUANT_ONLY, f"unknown quant.only {c.quant.only!r}; accepted: {', '.join(QUANT_ONLY)}")
     for key, v in (("quant.first_last_bits", c.quant.first_last_bits), ("hw.first_last_bits", c.hw.first_last_bits)):
         _need(v is None or v in SUPPORTED_BITS, f"{key}={v} out of range; accepted: 2..8 (16/32 bypass), null")
+    from bench.engine.distributed import BACKENDS, DEVICES
+
+    _need(c.dist.device in DEVICES, f"unknown dist.device {c.dist.device!r}; accepted: {', '.join(DEVICES)}")
+    _need(c.dist.backend in BACKENDS, f"unknown dist.backend {c.dist.backend!r}; accepted: {', '.join(BACKENDS)}")
+    _need(c.dist.timeout_min > 0, f"dist.timeout_min={c.dist.timeout_min} must be > 0")
     _need(c.ptq.calib_batch_size > 0, f"ptq.calib_batch_size={c.ptq.calib_batch_size} must be > 0")
     _need(c.arch.lr > 0, f"arch.lr={c.arch.lr} must be > 0")
     _need(c.arch.weight_decay >= 0, f"arch.weight_decay={c.arch.weight_decay} must be >= 0")

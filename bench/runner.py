@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from bench import baselines
 from bench.algos import ALGOS, CellContext
 from bench.config import NON_RESULT_KEYS, to_container, validate
 from bench.data import build_data
-from bench.engine import evaluate
+from bench.engine import distributed, evaluate
 from bench.engine.metrics import MetricsWriter
 from bench.results import (
     DUPLICATE_NAME,
@@ -58,6 +59,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
 
     Bad config values raise :class:`bench.errors.BenchError` before any work starts. If a record with the same
     ``config_hash`` already exists under ``cfg.runs_dir`` (status ok or nc), it is returned without recomputing.
+    Started as several processes (torchrun, a Slurm step of several tasks) the ranks train the cell together with
+    DDP and rank 0 writes the record; see :mod:`bench.engine.distributed`.
     """
     t0 = time.perf_counter()
     started = now_iso()
@@ -75,14 +78,30 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
 
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    output_dir = Path(output_dir)
+    dist = distributed.setup(
+        cfg.dist.device, cfg.dist.backend, find_unused_parameters=bool(cfg.dist.find_unused_parameters),
+        timeout_min=float(cfg.dist.timeout_min),
+    )
+    try:
+        if dist.is_main:
+            return _run(cfg, Path(output_dir), algo, hashed, h, t0, started, dist)
+        with tempfile.TemporaryDirectory(prefix=f"bench-rank{dist.rank}-") as side:  # reports of ranks > 0
+            return _run(cfg, Path(side), algo, hashed, h, t0, started, dist)
+    finally:
+        distributed.teardown()
+
+
+def _run(
+    cfg: DictConfig, output_dir: Path, algo: Any, hashed: dict[str, Any], h: str, t0: float, started: str,
+    dist: distributed.DistContext,
+) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     train_bs = baselines.batch_size(cfg.train, cfg.arch)
     data = build_data(
         cfg.data.name, root=cfg.data.root, batch_size=train_bs, eval_batch_size=cfg.data.eval_batch_size,
         seed=int(cfg.seed), augment=bool(cfg.data.augment), num_workers=int(cfg.data.num_workers),
     )
-    metrics = MetricsWriter(output_dir / "metrics.jsonl")
+    metrics = MetricsWriter(output_dir / "metrics.jsonl" if dist.is_main else None)
     model, base = baselines.load_or_train(cfg, data, metrics)
     fp32 = evaluate(model, data.test, cfg.debug.max_eval_batches)
     torch.manual_seed(int(cfg.seed))
@@ -122,9 +141,11 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             "epochs": base.get("epochs"),
         },
         error=outcome.error,
-        extra={**outcome.extra, "launch": launch_info()},
+        extra={**outcome.extra, "launch": {**launch_info(), **dist.describe()}},
         config=hashed,
     )
+    if not dist.is_main:
+        return record.to_dict()
     path = write_record_once(record, output_dir, cfg.runs_dir)
     if path.parent.resolve() != output_dir.resolve():
         print(f"duplicate: this cell was finished meanwhile by {path}; this run's record is kept as "

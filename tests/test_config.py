@@ -45,6 +45,8 @@ def test_hw_profiles_follow_table2(make_cfg):
         ("arch.name=nope", "unknown arch 'nope'"),
         ("+arch.lrr=1", "unknown config key arch.lrr"),
         ("arch.checkpoint=/nope.pt", "does not exist"),
+        ("dist.device=tpu", "unknown dist.device 'tpu'; accepted: auto, cpu, cuda"),
+        ("dist.backend=mpi", "unknown dist.backend 'mpi'; accepted: auto, gloo, nccl"),
     ],
 )
 def test_bad_values_one_line(make_cfg, override, needle):

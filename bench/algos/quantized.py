@@ -17,7 +17,7 @@ import torch.fx as fx
 from omegaconf import DictConfig, OmegaConf
 
 from bench.algos.base import Algorithm, CellContext, CellOutcome
-from bench.engine import evaluate
+from bench.engine import distributed, evaluate
 from bench.errors import BenchError
 from bench.ptq.bias_correction import correct_bias
 from bench.ptq.calibrate import calibrate
@@ -84,7 +84,9 @@ class QuantizedAlgorithm(Algorithm):
             model, profile, w_bits=int(cfg.bits.w), a_bits=int(cfg.bits.a), calib_weight=cfg.calib.weight,
             calib_act=cfg.calib.act, first_last_bits=first_last_bits(cfg, profile), factory=self.factory(ctx),
         )
-        calib = ctx.data.calibration_batch(int(cfg.data.calib_size), int(cfg.seed))
+        device = distributed.current().device
+        gm.to(device)  # the quantizers were built on the CPU
+        calib = ctx.data.calibration_batch(int(cfg.data.calib_size), int(cfg.seed)).to(device)
         bs = int(cfg.ptq.calib_batch_size)
         calibrate(gm, calib, bs)
         max_eval = cfg.debug.max_eval_batches

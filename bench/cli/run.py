@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bench.cli.hydra_app import fail, help_text, launch, remove_if_empty_run_dir
+from bench.engine import distributed
 from bench.errors import BenchError
 
 log = logging.getLogger("bench.run")
@@ -40,6 +42,10 @@ def task(cfg: DictConfig) -> None:
     out = hc.runtime.output_dir
     try:
         runner.run(cfg, out)
+        penv = distributed.detect()
+        if penv is not None and penv.rank > 0 and hc.mode != RunMode.MULTIRUN:
+            # torchrun / srun give each rank its own timestamped run dir; rank 0's holds the record
+            shutil.rmtree(out, ignore_errors=True)
     except BenchError as e:
         if hc.mode == RunMode.MULTIRUN:
             path = runner.write_failed(cfg, out, str(e))

@@ -63,6 +63,14 @@ def sample_indices(total: int, n: int, seed: int) -> torch.Tensor:
     return torch.randperm(total, generator=make_generator(derive_seed("calib", seed)))[:n]
 
 
+def split_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``[lo, hi)`` of rank ``rank``'s contiguous part of ``n`` items (as ``torch.tensor_split``: sizes differ by
+    at most one, the first ranks get the larger parts)."""
+    q, r = divmod(n, world_size)
+    lo = rank * q + min(rank, r)
+    return lo, lo + q + (1 if rank < r else 0)
+
+
 @dataclass
 class DataBundle:
     """A dataset ready for the pipeline: loaders plus the metadata the models and the record need."""
@@ -113,6 +121,11 @@ class TensorLoader:
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order/augmentation the next iteration produces."""
         self.epoch = epoch
+
+    @property
+    def num_samples(self) -> int:
+        """Images per epoch (before ``drop_last``)."""
+        return int(self.images.shape[0])
 
     def __len__(self) -> int:
         n = self.images.shape[0]

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bench.data.base import DATASETS, Batch, DataBundle, DataError, derive_seed, make_generator
+from bench.data.base import DATASETS, Batch, DataBundle, DataError, derive_seed, make_generator, split_bounds
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -91,24 +91,62 @@ class SeededSampler(Sampler[tuple[int, int]]):
         return iter(zip(order.tolist(), seeds.tolist(), strict=True))
 
 
+class RankBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Rank ``rank``'s contiguous slice of every global batch of ``sampler`` (DDP: a rank loads only its images).
+
+    ``drop_last`` drops a last partial global batch (training); otherwise ranks left without a slice of the last
+    batch skip it (evaluation sums counts over ranks).
+    """
+
+    def __init__(self, sampler: SeededSampler, batch_size: int, rank: int, world_size: int, drop_last: bool) -> None:
+        self.sampler, self.batch_size, self.rank, self.world_size = sampler, batch_size, rank, world_size
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        items = list(self.sampler)
+        for b in range(len(self)):
+            batch = items[b * self.batch_size:(b + 1) * self.batch_size]
+            lo, hi = split_bounds(len(batch), self.rank, self.world_size)
+            if hi > lo:
+                yield batch[lo:hi]
+
+
 class StreamLoader:
     """A torch DataLoader over a StreamingDataset with a seeded sampler, satisfying the ``Loader`` protocol."""
 
     def __init__(
-        self, dataset: StreamingDataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int
+        self, dataset: StreamingDataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int,
+        shard: tuple[int, int, bool] | None = None,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
+        self.shuffle, self.seed, self.num_workers = shuffle, seed, num_workers
         self.sampler = SeededSampler(len(dataset), shuffle=shuffle, seed=seed)
+        batching: dict[str, Any] = {"batch_size": batch_size, "sampler": self.sampler}
+        if shard is not None:  # (rank, world_size, drop_last): this rank's slice of every global batch
+            batching = {"batch_sampler": RankBatchSampler(self.sampler, batch_size, *shard)}
         self.loader = DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=self.sampler,
+            **batching,
             num_workers=num_workers,
             persistent_workers=num_workers > 0,  # only allowed with workers
             pin_memory=torch.cuda.is_available(),
             generator=make_generator(derive_seed("workers", seed)),  # worker base seeds, not the global RNG
         )
+
+    @property
+    def num_samples(self) -> int:
+        """Images per epoch."""
+        return len(self.dataset)
+
+    def shard(self, rank: int, world_size: int, *, drop_last: bool) -> StreamLoader:
+        """The same epochs for DDP rank ``rank``: its slice of every global batch (see ``RankBatchSampler``)."""
+        return StreamLoader(self.dataset, self.batch_size, shuffle=self.shuffle, seed=self.seed,
+                            num_workers=self.num_workers, shard=(rank, world_size, drop_last))
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch the next iteration produces."""

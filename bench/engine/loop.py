@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from bench.engine import distributed
 from bench.engine.evaluate import evaluate
 from bench.engine.metrics import MetricsWriter
 from bench.engine.optim import build_optimizer
@@ -86,8 +87,14 @@ def train(
     phase continues where it stopped with the same result. A non-finite loss ends the phase with status ``nc``.
     ``log_every > 0`` writes the running training loss / top-1 of the last ``log_every`` steps to ``metrics`` (the
     training curve within an epoch).
+
+    Under torch.distributed (:mod:`bench.engine.distributed`) the step runs through DDP on this rank's slice of every
+    batch, statistics are summed over ranks, and only rank 0 writes metrics and ``save_state``; on one process
+    (always on CPU unless several are launched) nothing changes.
     """
+    dist = distributed.current()
     hooks = hooks or TrainHooks()
+    metrics = metrics if dist.is_main else None
     metrics = metrics or MetricsWriter(None)
     optimizer = build_optimizer(
         model,
@@ -98,6 +105,7 @@ def train(
         bn_weight_decay=recipe.bn_weight_decay,
         extra_groups=hooks.param_groups(model),
     )
+    train_loader = dist.shard(train_loader, drop_last=True)
     n_batches = len(train_loader) if isinstance(train_loader, Sized) else 0
     steps_per_epoch = min(n_batches, max_train_batches) if max_train_batches else n_batches
     total = max(1, steps_per_epoch * recipe.epochs)
@@ -114,6 +122,8 @@ def train(
         log.info("%s: resuming after epoch %d", phase, start_epoch)
     step = start_epoch * steps_per_epoch
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    net = dist.wrap(model)  # after resume: DDP broadcasts rank 0's parameters when it wraps
+    device = _device_of(model)
 
     for epoch in range(start_epoch, recipe.epochs):
         model.train()
@@ -125,16 +135,17 @@ def train(
         bar = tqdm(
             total=steps_per_epoch,
             desc=f"{phase} {epoch + 1}/{recipe.epochs}",
-            disable=not progress or None,
+            disable=not (progress and dist.is_main) or None,
             leave=False,
             dynamic_ncols=True,
         )
         for i, (x, y) in enumerate(train_loader):
             if i >= steps_per_epoch:
                 break
-            logits = model(x)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = net(x)
             loss = criterion(logits, y)
-            if not torch.isfinite(loss):
+            if not dist.all_true(bool(torch.isfinite(loss))):  # every rank leaves together
                 bar.close()
                 reason = f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {i + 1}"
                 log.warning("%s diverged: %s", phase, reason)
@@ -150,6 +161,7 @@ def train(
             loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + y.numel()
             win_loss, win_correct, win_seen = win_loss + batch_loss, win_correct + batch_correct, win_seen + y.numel()
             if log_every and step % log_every == 0:
+                win_loss, win_correct, win_seen = dist.sum([win_loss, win_correct, win_seen])
                 metrics.write({
                     "phase": phase, "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
                     "train_loss": win_loss / win_seen, "train_top1": 100.0 * win_correct / win_seen,
@@ -158,7 +170,9 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         bar.close()
+        dist.sync_buffers(model)  # BN statistics / observers of rank 0, so every rank evaluates the same model
         hooks.on_epoch_end(epoch + 1, model)
+        loss_sum, correct, seen = dist.sum([loss_sum, correct, seen])
         train_s = time.perf_counter() - t0
         ev = evaluate(model, test_loader, max_eval_batches)
         row = {
@@ -183,7 +197,7 @@ def train(
             "%s epoch %d/%d: loss %.4f train %.2f%% test %.2f%% (%.1f s)",
             phase, epoch + 1, recipe.epochs, row["train_loss"], row["train_top1"], ev["top1"], train_s,
         )
-        if save_state is not None:
+        if save_state is not None and dist.is_main:
             save_state(
                 {
                     "epoch": epoch + 1,
@@ -194,3 +208,8 @@ def train(
                 }
             )
     return TrainResult("ok", recipe.epochs, history)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")

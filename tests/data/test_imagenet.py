@@ -127,6 +127,29 @@ def test_workers_give_the_same_batches(folder):
     assert b.train.loader.persistent_workers and not a.train.loader.persistent_workers
 
 
+@pytest.mark.parametrize("split, drop_last", [("train", True), ("test", False)])
+def test_ddp_ranks_load_only_their_slice_of_each_batch(folder, split, drop_last):
+    """DDP: each rank decodes its contiguous slice of every global batch; rank 0 + rank 1 = the one-process batch."""
+    full = getattr(build(folder, seed=4), split)
+    full.set_epoch(1)
+    ref = batches(full)
+    parts = []
+    for rank in range(2):
+        shard = getattr(build(folder, seed=4), split).shard(rank, 2, drop_last=drop_last)
+        shard.set_epoch(1)
+        parts.append(batches(shard))
+        assert len(parts[-1]) == len(shard)
+    n = full.num_samples
+    expect = n // full.batch_size if drop_last else len(ref)
+    assert len(parts[0]) == expect and expect >= 1
+    for i in range(expect):
+        pieces = [p[i] for p in parts if i < len(p)]
+        assert torch.equal(torch.cat([x for x, _ in pieces]), ref[i][0])
+        assert torch.equal(torch.cat([y for _, y in pieces]), ref[i][1])
+    if drop_last:
+        assert all(x.shape[0] == full.batch_size // 2 for p in parts for x, _ in p)
+
+
 def test_calibration_batch_uses_test_transform(folder):
     b = build(folder, augment=True)
     c1 = b.calibration_batch(5, seed=0)

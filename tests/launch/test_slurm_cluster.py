@@ -75,6 +75,19 @@ def test_sweep_on_slurm_writes_every_record(cluster, tmp_path, bench_env, run_be
     assert len(_records(runs)) == 6
 
 
+def test_one_cell_on_two_tasks_trains_with_ddp(cluster, tmp_path, bench_env, run_bench):
+    """``tasks_per_node=2``: Slurm starts the cell twice in one step; the tasks join one gloo process group (DDP on
+    CPU) and rank 0 writes the only record."""
+    runs = tmp_path / "runs"
+    p = run_bench("run", "-m", *SLURM, "hydra.launcher.tasks_per_node=2", *SMOKE, "algo=lsq", "hw=tvm",
+                  f"runs_dir={runs}", tmp_path=tmp_path, env=bench_env(tmp_path, **cluster))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    recs = _records(runs)
+    assert len(recs) == 1 and recs[0]["status"] == "ok" and recs[0]["top1"] is not None
+    launch = recs[0]["extra"]["launch"]
+    assert launch["world_size"] == 2 and launch["dist_backend"] == "gloo" and "slurm_job_id" in launch
+
+
 def _squeue(env: dict[str, str]) -> list[tuple[str, str]]:
     out = subprocess.run(["squeue", "-h", "-o", "%i|%T"], capture_output=True, text=True, env=env).stdout
     return [tuple(line.split("|")) for line in out.split()]
