@@ -8,6 +8,10 @@ VERBS = {
     "run": ("bench.cli.run", "run one grid cell, or a Hydra multirun with -m"),
     "pretrain": ("bench.cli.pretrain", "train (or load) and cache the FP32 baseline of an arch on a dataset"),
     "list": ("bench.cli.list_", "show what each grid axis offers (algo, hw, arch, data, bits, ...)"),
+    "check-real": ("bench.cli.check_real",
+                   "run a quantized cell and compare its fake-quant and integer-only execution"),
+    "export": ("bench.cli.export", "run a quantized cell, export it as QDQ ONNX and evaluate it with onnxruntime"),
+    "latency": ("bench.cli.latency", "FP32 vs INT8 onnxruntime latency per arch on this CPU (Table 9 analogue)"),
     "aggregate": ("bench.cli.aggregate",
                   "turn result records (runs/) into the benchmark tables and plots (results/<track>/)"),
 }

@@ -56,6 +56,14 @@ class SpecConfig:
 
 
 @dataclass
+class DeployArith:
+    """How the profile's integer target requantizes (``bench.deploy.fixedpoint``); read by the integer executor."""
+
+    requant: str = "float32"  # fixed_point | shift | float32
+    rounding: str = "half_even"  # half_even | half_up | half_away
+
+
+@dataclass
 class HwConfig:
     """A hardware profile (MQBench Table 2, App. E), read by ``bench.quant.profiles``."""
 
@@ -69,6 +77,7 @@ class HwConfig:
     weight: SpecConfig = field(default_factory=SpecConfig)
     act: SpecConfig = field(default_factory=lambda: SpecConfig(signed=None))
     description: str = ""
+    deploy: DeployArith = field(default_factory=lambda: DeployArith())
 
 
 @dataclass
@@ -182,6 +191,17 @@ class DistConfig:
 
 
 @dataclass
+class DeployConfig:
+    """Deployment checks of a quantized cell (``bench.deploy``): ``check=true`` (``python -m bench check-real``) also
+    runs the model with integer-only arithmetic and records fake-quant vs integer agreement; ``onnx=true``
+    (``python -m bench export``) writes the QDQ ONNX model and records its onnxruntime accuracy."""
+
+    check: bool = False
+    onnx: bool = False  # export model.onnx (QDQ) + model.qparams.json and evaluate it with onnxruntime
+    max_batches: int | None = None  # cap on test batches of the checks (None: the whole test set)
+
+
+@dataclass
 class BenchConfig:
     """The whole config of one grid cell."""
 
@@ -198,6 +218,7 @@ class BenchConfig:
     quant: QuantConfig = field(default_factory=QuantConfig)
     ptq: PtqConfig = field(default_factory=PtqConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None = all cores
     progress: bool = True
@@ -285,6 +306,8 @@ def validate(cfg: DictConfig | BenchConfig) -> None:
 
     _need(c.dist.device in DEVICES, f"unknown dist.device {c.dist.device!r}; accepted: {', '.join(DEVICES)}")
     _need(c.dist.backend in BACKENDS, f"unknown dist.backend {c.dist.backend!r}; accepted: {', '.join(BACKENDS)}")
+    _need(c.deploy.max_batches is None or c.deploy.max_batches > 0,
+          f"deploy.max_batches={c.deploy.max_batches} must be > 0 or null")
     _need(c.dist.timeout_min > 0, f"dist.timeout_min={c.dist.timeout_min} must be > 0")
     _need(c.ptq.calib_batch_size > 0, f"ptq.calib_batch_size={c.ptq.calib_batch_size} must be > 0")
     _need(c.arch.lr > 0, f"arch.lr={c.arch.lr} must be > 0")

@@ -17,6 +17,7 @@ from bench.config import NON_RESULT_KEYS, to_container, validate
 from bench.data import build_data
 from bench.engine import distributed, evaluate
 from bench.engine.metrics import MetricsWriter
+from bench.errors import BenchError
 from bench.results import (
     DUPLICATE_NAME,
     ResultRecord,
@@ -40,6 +41,9 @@ def hashed_config(cfg: DictConfig) -> dict[str, Any]:
     algo = ALGOS.get(cfg.algo.name) if cfg.algo.name in ALGOS.names() else None
     if algo is None or not algo.uses_recon:
         data.pop("recon", None)  # only reconstruction methods read it
+    if not (cfg.deploy.check or cfg.deploy.onnx):  # deployment settings only matter to a cell that runs a check
+        data.pop("deploy", None)
+        data.get("hw", {}).pop("deploy", None)
     for dotted in NON_RESULT_KEYS:
         node = data
         *parents, leaf = dotted.split(".")
@@ -67,6 +71,10 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     validate(cfg)
     algo = ALGOS.get(cfg.algo.name)
     algo.check(cfg)
+    if (cfg.deploy.check or cfg.deploy.onnx) and not algo.quantizes:
+        what = "deploy.check=true" if cfg.deploy.check else "deploy.onnx=true"
+        raise BenchError(f"{what} runs a quantized model; algo={cfg.algo.name} quantizes nothing "
+                         f"(accepted: {', '.join(n for n in ALGOS.names() if ALGOS.get(n).quantizes)})")
     hashed = hashed_config(cfg)
     h = config_hash(hashed)
     if cfg.skip_existing:
@@ -106,6 +114,10 @@ def _run(
     fp32 = evaluate(model, data.test, cfg.debug.max_eval_batches)
     torch.manual_seed(int(cfg.seed))
     outcome = algo.apply(CellContext(cfg, model, data, output_dir, metrics, fp32["top1"]))
+    if cfg.deploy.check:
+        outcome.extra["deploy"] = _check_real(cfg, outcome, data)
+    if cfg.deploy.onnx:
+        outcome.extra["onnx"] = _export_onnx(cfg, outcome, data, output_dir)
 
     quantized = algo.quantizes
     record = ResultRecord(
@@ -152,6 +164,38 @@ def _run(
               f"{output_dir / DUPLICATE_NAME}")
     print(f"result: {path}  status={record.status} top1={_fmt(record.top1)} fp32_top1={_fmt(record.fp32_top1)}")
     return record.to_dict()
+
+
+def _check_real(cfg: DictConfig, outcome: Any, data: Any) -> dict[str, Any]:
+    """``deploy.check``: the cell's quantized model run with integer arithmetic next to its fake-quant form."""
+    from bench.deploy.check import check_real, format_check
+    from bench.quant.profiles import resolve_profile
+
+    if outcome.model is None or outcome.status != "ok":
+        return {"status": "skipped", "reason": "no quantized model" if outcome.model is None else outcome.status}
+    res = check_real(outcome.model, resolve_profile(cfg), data.test, cfg.deploy.max_batches)
+    print(format_check(res))
+    return res
+
+
+def _export_onnx(cfg: DictConfig, outcome: Any, data: Any, output_dir: Path) -> dict[str, Any]:
+    """``deploy.onnx``: write model.onnx + model.qparams.json and evaluate the ONNX model with onnxruntime."""
+    from bench.deploy.onnx_export import ExportError, export_onnx, ort_check
+
+    if outcome.model is None or outcome.status != "ok":
+        return {"status": "skipped", "reason": "no quantized model" if outcome.model is None else outcome.status}
+    x, _ = next(iter(data.test))
+    try:
+        info = export_onnx(outcome.model, x[:1], output_dir / "model.onnx")
+    except ExportError as e:
+        print(f"onnx export: not exportable: {e}")
+        return {"status": "not_exportable", "reason": str(e)}
+    res = {**ort_check(outcome.model, output_dir / "model.onnx", data.test, cfg.deploy.max_batches,
+                       threads=torch.get_num_threads()), "ops": info["ops"], "file": "model.onnx",
+           "qparams_json": "model.qparams.json"}
+    print(f"onnx export: {output_dir / 'model.onnx'}  onnxruntime top-1 {res['ort_top1']:.2f} (fake-quant "
+          f"{res['fake_top1']:.2f}, agreement {res['agreement']:.2f}%)")
+    return res
 
 
 def _fmt(v: float | None) -> str:

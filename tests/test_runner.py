@@ -61,3 +61,14 @@ def test_failed_record(make_cfg, tmp_path):
     path = runner.write_failed(cfg, tmp_path / "f", "algo=apot cannot run on hw=tvm")
     rec = json.loads(path.read_text())
     assert rec["status"] == "failed" and rec["error"].startswith("algo=apot") and rec["config_hash"]
+
+
+def test_deployment_settings_enter_the_hash_only_with_the_check(make_cfg):
+    base = runner.cell_hash(make_cfg("algo=ptq", "hw=tvm"))
+    assert runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "hw.deploy.rounding=half_even")) == base
+    checked = runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "deploy.check=true"))
+    assert checked != base
+    assert runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "deploy.check=true", "hw.deploy.rounding=half_even")) \
+        != checked
+    # DDP settings never do: a cell is the same computation on any number of processes
+    assert runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "dist.backend=gloo", "dist.device=cpu")) == base

@@ -147,7 +147,21 @@ def flatten(path: Path, rec: Mapping[str, Any], kinds: Callable[[str], str] = al
         finished_at=str(rec.get("finished_at") or rec.get("started_at") or ""), path=str(path),
         metrics=str(Path(path).with_name("metrics.jsonl")),
     )
+    dep = _get(rec, "extra.deploy")
+    if isinstance(dep, Mapping):  # deploy.check: fake-quant vs integer execution
+        row.update({f"deploy_{k}": dep.get(k) for k in DEPLOY_FIELDS})
+    ort = _get(rec, "extra.onnx")
+    if isinstance(ort, Mapping):  # deploy.onnx: the exported model run by onnxruntime
+        row.update({f"onnx_{k}": ort.get(k) for k in ONNX_FIELDS})
     return row
+
+
+# extra.deploy fields of a record with deploy.check=true (bench.deploy.check.check_real)
+DEPLOY_FIELDS = ("status", "reason", "requant", "rounding", "fake_top1", "int_top1", "agreement",
+                 "max_abs_logit_diff_units", "mean_abs_logit_diff_units", "int32_overflows", "n")
+# extra.onnx fields of a record with deploy.onnx=true (bench.deploy.onnx_export.ort_check)
+ONNX_FIELDS = ("status", "reason", "fake_top1", "ort_top1", "ort_float_top1", "agreement", "max_abs_logit_diff",
+               "n", "onnxruntime")
 
 
 def records_frame(pairs: Iterable[tuple[Path, Mapping[str, Any]]],
@@ -176,7 +190,7 @@ CELL_COLUMNS = [
     "track", "algo", "kind", "arch", "hw", "w_bits", "a_bits", "calib_act", "calib_weight", "graph", "bn_fold",
     "train_epochs", "quant_graph", "quant_bn_fold", "quant_only", "quant_bypass", "first_last_bits", "sensitivity",
     "bn_recalib", "cle", "bias_correction", "per_channel", "smoke", "calib_size", "data",
-]
+] + [f"deploy_{k}" for k in DEPLOY_FIELDS] + [f"onnx_{k}" for k in ONNX_FIELDS]
 
 
 def group_seeds(df: pd.DataFrame) -> pd.DataFrame:

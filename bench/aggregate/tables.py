@@ -455,6 +455,51 @@ def table11(ptq: pd.DataFrame, bn_calib: pd.DataFrame, qat: pd.DataFrame, qat_al
     return wide
 
 
+def deploy_check(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell checked with ``deploy.check``: fake-quant and integer top-1, agreement, logit difference."""
+    if "deploy_status" not in cells.columns:
+        return pd.DataFrame()
+    c = cells[cells["deploy_status"].notna()]
+    if c.empty:
+        return pd.DataFrame()
+    out = pd.DataFrame({
+        "arch": c["arch"], "hw": c["hw"], "bits": [bits_label(w, a) for w, a in zip(c["w_bits"], c["a_bits"],
+                                                                                     strict=True)],
+        "algo": c["algo"], "calib": c["calib_weight"].astype(str) + "/" + c["calib_act"].astype(str),
+        "status": c["deploy_status"], "requant": c["deploy_requant"], "rounding": c["deploy_rounding"],
+        "fake_top1": c["deploy_fake_top1"].astype(float), "int_top1": c["deploy_int_top1"].astype(float),
+        "agreement": c["deploy_agreement"].astype(float),
+        "max_diff_steps": c["deploy_max_abs_logit_diff_units"].astype(float),
+        "mean_diff_steps": c["deploy_mean_abs_logit_diff_units"].astype(float),
+        "int32_overflows": c["deploy_int32_overflows"], "images": c["deploy_n"],
+    })
+    order = {h: i for i, h in enumerate(PROFILE_ORDER)}
+    out = out.assign(_h=out["hw"].map(order).fillna(len(order)))
+    return out.sort_values(["bits", "arch", "_h", "algo"]).drop(columns="_h").reset_index(drop=True)
+
+
+def onnx_runtime(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell exported with ``deploy.onnx``: fake-quant vs onnxruntime top-1, agreement, logit diff."""
+    if "onnx_status" not in cells.columns:
+        return pd.DataFrame()
+    c = cells[cells["onnx_status"].notna()]
+    if c.empty:
+        return pd.DataFrame()
+    fake, ort = c["onnx_fake_top1"].astype(float), c["onnx_ort_top1"].astype(float)
+    out = pd.DataFrame({
+        "arch": c["arch"], "hw": c["hw"], "bits": [bits_label(w, a) for w, a in zip(c["w_bits"], c["a_bits"],
+                                                                                     strict=True)],
+        "algo": c["algo"], "status": c["onnx_status"], "fake_top1": fake, "ort_top1": ort,
+        "gap": (ort - fake).round(2), "agreement": c["onnx_agreement"].astype(float),
+        "ort_float_top1": c["onnx_ort_float_top1"].astype(float),
+        "max_logit_diff": c["onnx_max_abs_logit_diff"].astype(float), "images": c["onnx_n"],
+        "onnxruntime": c["onnx_onnxruntime"],
+    })
+    order = {h: i for i, h in enumerate(PROFILE_ORDER)}
+    out = out.assign(_h=out["hw"].map(order).fillna(len(order)))
+    return out.sort_values(["bits", "arch", "_h", "algo"]).drop(columns="_h").reset_index(drop=True)
+
+
 # ---- everything for one track ----
 
 @dataclass
@@ -537,6 +582,20 @@ def build_all(cells: pd.DataFrame, track: str, ref_dir: str | Path | None = None
                          table10(c, ref10), keys=["arch", "calib_act", "calib_weight"],
                          notes=["mean ± sample std over seeds; NC: not converged; -: missing"]
                          + (["[x]: the paper's ImageNet accuracy"] if ref10 is not None else [])))
+    dep = deploy_check(cells)
+    if not dep.empty:
+        out.append(Table("deploy_check", "Fake quantization vs integer-only execution (deploy.check), test set",
+                         dep, kind="plain", keys=["arch", "hw", "bits", "algo"],
+                         notes=["agreement: % of test images with the same prediction; logit diff in output steps "
+                                "(the last layer's accumulator step s_x s_w); requant / rounding: the profile's "
+                                "integer arithmetic; first seed of each cell"]))
+    ort = onnx_runtime(cells)
+    if not ort.empty:
+        out.append(Table("onnx_runtime", "Fake quantization vs the exported QDQ ONNX model in onnxruntime "
+                         "(deploy.onnx), test set", ort, kind="plain", keys=["arch", "hw", "bits", "algo"],
+                         notes=["gap: onnxruntime - fake-quant top-1 (points); agreement: % of test images with the "
+                                "same prediction; ort_float_top1: the same ONNX model with onnxruntime's graph "
+                                "optimizations off (QDQ as float ops, no integer kernels); first seed of each cell"]))
     t11 = table11(cells[R.is_ptq_cell(cells)], cells[R.is_bn_calib_cell(cells)], hw_cells, qat_algo)
     if not t11.empty:
         out.append(Table("table11_init", "PTQ, BN re-calibration and QAT by initialization (MQBench Table 11), "

@@ -41,6 +41,7 @@ class CellOutcome:
     bn_fold: int | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the quantized model (fx GraphModule), for deployment checks; not part of the record
 
 
 class Algorithm:

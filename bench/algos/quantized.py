@@ -123,7 +123,7 @@ class QuantizedAlgorithm(Algorithm):
                       f"{_db(r['input_sqnr_db'])}  top-1 (only this layer quantized) {r['top1_only_this_layer']:.2f}")
         return CellOutcome(
             status=status, top1=ev["top1"], top5=ev["top5"], init_top1=init["top1"], train_epochs=epochs,
-            graph=profile.graph, bn_fold=profile.bn_fold, error=error, extra=extra,
+            graph=profile.graph, bn_fold=profile.bn_fold, error=error, extra=extra, model=gm,
         )
 
 

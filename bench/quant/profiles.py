@@ -45,6 +45,8 @@ class HardwareProfile:
     provider: str = "-"
     hardware: str = "-"
     description: str = ""
+    requant: str = "float32"  # deploy.requant: how the integer target rescales accumulators (bench.deploy)
+    rounding: str = "half_even"  # deploy.rounding
 
     def __post_init__(self) -> None:
         if self.graph not in GRAPHS:
@@ -96,7 +98,25 @@ def profile_from_config(hw: DictConfig | dict[str, Any]) -> HardwareProfile:
         provider=str(h.get("provider", "-")),
         hardware=str(h.get("hardware", "-")),
         description=str(h.get("description", "")),
+        **_deploy(h.get("deploy"), name),
     )
+
+
+def _deploy(node: Any, name: str) -> dict[str, str]:
+    from bench.deploy.fixedpoint import REQUANT_MODES, ROUNDINGS
+
+    data = dict(node or {})
+    unknown = sorted(set(data) - {"requant", "rounding"})
+    if unknown:
+        raise ProfileError(f"profile {name}: unknown deploy key {unknown[0]!r}; accepted: requant, rounding")
+    out = {"requant": str(data.get("requant", "float32")), "rounding": str(data.get("rounding", "half_even"))}
+    if out["requant"] not in REQUANT_MODES:
+        raise ProfileError(f"profile {name}: deploy.requant={out['requant']!r} invalid; accepted: "
+                           f"{', '.join(REQUANT_MODES)}")
+    if out["rounding"] not in ROUNDINGS:
+        raise ProfileError(f"profile {name}: deploy.rounding={out['rounding']!r} invalid; accepted: "
+                           f"{', '.join(ROUNDINGS)}")
+    return out
 
 
 def load_profile(name: str) -> HardwareProfile:

@@ -24,7 +24,7 @@ def written(tmp_path: Path) -> list[Path]:
     return [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
-@pytest.mark.parametrize("verb", ["run", "pretrain", "list", "aggregate"])
+@pytest.mark.parametrize("verb", ["run", "pretrain", "list", "check-real", "export", "latency", "aggregate"])
 def test_help_of_every_verb(tmp_path, verb):
     p = bench(verb, "--help", tmp_path=tmp_path, check=True)
     assert "usage" in p.stdout.lower()
@@ -33,7 +33,7 @@ def test_help_of_every_verb(tmp_path, verb):
 def test_top_level_help_and_unknown_verb(tmp_path):
     assert all(v in bench("--help", tmp_path=tmp_path, check=True).stdout for v in ("run", "pretrain", "list"))
     p = bench("frobnicate", tmp_path=tmp_path)
-    expected = "error: unknown verb 'frobnicate'; accepted: run, pretrain, list, aggregate"
+    expected = "error: unknown verb 'frobnicate'; accepted: run, pretrain, list, check-real, export, latency, aggregate"
     assert p.returncode != 0 and p.stderr.strip() == expected
 
 

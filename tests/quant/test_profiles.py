@@ -190,6 +190,29 @@ def test_unknown_spec_key_is_a_profile_error(kind: str) -> None:
     assert f"unknown {kind} key 'bits'" in msg and "accepted: signed, symmetric, per_channel" in msg
 
 
+DEPLOY = {"academic": ("float32", "half_even"), "tensorrt": ("float32", "half_even"),
+          "fbgemm": ("float32", "half_even"), "acl": ("fixed_point", "half_away"),
+          "snpe": ("fixed_point", "half_away"), "tvm": ("shift", "half_up")}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_integer_arithmetic_of_each_profile(name: str) -> None:
+    p = load_profile(name)
+    assert (p.requant, p.rounding) == DEPLOY[name]
+    assert p.requant != "shift" or (p.weight.pot_scale and p.act.pot_scale)  # shifts need power-of-two scales
+
+
+@pytest.mark.parametrize("node, needle", [({"requant": "magic"}, "deploy.requant='magic' invalid; accepted: "
+                                           "fixed_point, shift, float32"),
+                                          ({"rounding": "down"}, "deploy.rounding='down' invalid"),
+                                          ({"mode": "x"}, "unknown deploy key 'mode'")])
+def test_bad_deploy_settings_are_profile_errors(node: dict, needle: str) -> None:
+    with pytest.raises(ProfileError) as err:
+        profile_from_config(base_hw(deploy=node))
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    assert profile_from_config(base_hw()).requant == "float32"  # absent: the fake-quant arithmetic
+
+
 # ---------------------------------------------------------------- composed configs
 
 

@@ -1,0 +1,55 @@
+"""``python -m bench check-real``: a quantized cell plus its integer execution, recorded and aggregated."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+SMOKE = ["data=synthetic", "arch=tiny", "debug=smoke", "progress=false", "threads=1"]
+
+
+def test_check_real_records_fake_and_integer_accuracy(tmp_path, run_bench):
+    runs = tmp_path / "runs"
+    p = run_bench("check-real", *SMOKE, "algo=ptq", "hw=snpe", "bits=w8a8", f"runs_dir={runs}", tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "deploy check (fixed_point, half_away)" in p.stdout
+    rec = json.loads(next(runs.rglob("result.json")).read_text())
+    dep = rec["extra"]["deploy"]
+    assert dep["status"] == "ok" and dep["n"] > 0 and dep["int32_overflows"] == 0
+    assert dep["fake_top1"] == rec["top1"]  # the fake-quant side is the cell's own evaluation
+    assert 0 <= dep["agreement"] <= 100 and dep["max_abs_logit_diff_units"] >= dep["mean_abs_logit_diff_units"]
+    assert rec["config"]["deploy"]["check"] is True and rec["config"]["hw"]["deploy"]["requant"] == "fixed_point"
+    # the same cell without the check is another cell (its record lacks the deploy fields)
+    p = run_bench("run", *SMOKE, "algo=ptq", "hw=snpe", "bits=w8a8", f"runs_dir={runs}", tmp_path=tmp_path)
+    assert p.returncode == 0 and "skipped" not in p.stdout
+    out = tmp_path / "tables"
+    p = run_bench("aggregate", f"runs={runs}", f"out={out}", "plots=false", tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    table = pd.read_csv(out / "deploy_check.csv")
+    assert len(table) == 1 and table["hw"][0] == "snpe" and table["agreement"][0] == dep["agreement"]
+
+
+def test_check_real_needs_a_quantized_cell(tmp_path, run_bench):
+    p = run_bench("check-real", *SMOKE, "algo=fp32", f"runs_dir={tmp_path / 'runs'}", tmp_path=tmp_path)
+    assert p.returncode != 0
+    assert p.stderr.strip().splitlines()[-1].startswith("error: deploy.check=true runs a quantized model; algo=fp32")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_export_writes_qdq_onnx_and_records_onnxruntime_accuracy(tmp_path, run_bench):
+    runs = tmp_path / "runs"
+    p = run_bench("export", *SMOKE, "algo=ptq", "hw=fbgemm", "bits=w8a8", f"runs_dir={runs}", tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rec_path = next(runs.rglob("result.json"))
+    rec = json.loads(rec_path.read_text())
+    ort = rec["extra"]["onnx"]
+    assert ort["status"] == "ok" and ort["fake_top1"] == rec["top1"] and ort["ops"]["QuantizeLinear"] > 0
+    assert (rec_path.parent / "model.onnx").is_file() and (rec_path.parent / "model.qparams.json").is_file()
+    # 4-bit grids do not fit ONNX's int8 / uint8 QuantizeLinear: recorded as not exportable, the cell still ends
+    p = run_bench("export", *SMOKE, "algo=ptq", "hw=fbgemm", "bits=w4a4", f"runs_dir={runs}", tmp_path=tmp_path)
+    assert p.returncode == 0 and "not exportable" in p.stdout
+    out = tmp_path / "tables"
+    assert run_bench("aggregate", f"runs={runs}", f"out={out}", "plots=false", tmp_path=tmp_path).returncode == 0
+    table = pd.read_csv(out / "onnx_runtime.csv")
+    assert sorted(table["status"]) == ["not_exportable", "ok"]
