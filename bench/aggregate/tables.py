@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -455,6 +456,17 @@ def table11(ptq: pd.DataFrame, bn_calib: pd.DataFrame, qat: pd.DataFrame, qat_al
     return wide
 
 
+def _cell_keys(c: pd.DataFrame) -> dict[str, Any]:
+    return {"arch": c["arch"], "hw": c["hw"],
+            "bits": [bits_label(w, a) for w, a in zip(c["w_bits"], c["a_bits"], strict=True)]}
+
+
+def _by_bits_arch_profile(out: pd.DataFrame) -> pd.DataFrame:
+    order = {h: i for i, h in enumerate(PROFILE_ORDER)}
+    out = out.assign(_h=out["hw"].map(order).fillna(len(order)))
+    return out.sort_values(["bits", "arch", "_h", "algo"]).drop(columns="_h").reset_index(drop=True)
+
+
 def deploy_check(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per cell checked with ``deploy.check``: fake-quant and integer top-1, agreement, logit difference."""
     if "deploy_status" not in cells.columns:
@@ -463,8 +475,7 @@ def deploy_check(cells: pd.DataFrame) -> pd.DataFrame:
     if c.empty:
         return pd.DataFrame()
     out = pd.DataFrame({
-        "arch": c["arch"], "hw": c["hw"], "bits": [bits_label(w, a) for w, a in zip(c["w_bits"], c["a_bits"],
-                                                                                     strict=True)],
+        **_cell_keys(c),
         "algo": c["algo"], "calib": c["calib_weight"].astype(str) + "/" + c["calib_act"].astype(str),
         "status": c["deploy_status"], "requant": c["deploy_requant"], "rounding": c["deploy_rounding"],
         "fake_top1": c["deploy_fake_top1"].astype(float), "int_top1": c["deploy_int_top1"].astype(float),
@@ -473,9 +484,7 @@ def deploy_check(cells: pd.DataFrame) -> pd.DataFrame:
         "mean_diff_steps": c["deploy_mean_abs_logit_diff_units"].astype(float),
         "int32_overflows": c["deploy_int32_overflows"], "images": c["deploy_n"],
     })
-    order = {h: i for i, h in enumerate(PROFILE_ORDER)}
-    out = out.assign(_h=out["hw"].map(order).fillna(len(order)))
-    return out.sort_values(["bits", "arch", "_h", "algo"]).drop(columns="_h").reset_index(drop=True)
+    return _by_bits_arch_profile(out)
 
 
 def onnx_runtime(cells: pd.DataFrame) -> pd.DataFrame:
@@ -487,17 +496,14 @@ def onnx_runtime(cells: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     fake, ort = c["onnx_fake_top1"].astype(float), c["onnx_ort_top1"].astype(float)
     out = pd.DataFrame({
-        "arch": c["arch"], "hw": c["hw"], "bits": [bits_label(w, a) for w, a in zip(c["w_bits"], c["a_bits"],
-                                                                                     strict=True)],
+        **_cell_keys(c),
         "algo": c["algo"], "status": c["onnx_status"], "fake_top1": fake, "ort_top1": ort,
         "gap": (ort - fake).round(2), "agreement": c["onnx_agreement"].astype(float),
         "ort_float_top1": c["onnx_ort_float_top1"].astype(float),
         "max_logit_diff": c["onnx_max_abs_logit_diff"].astype(float), "images": c["onnx_n"],
         "onnxruntime": c["onnx_onnxruntime"],
     })
-    order = {h: i for i, h in enumerate(PROFILE_ORDER)}
-    out = out.assign(_h=out["hw"].map(order).fillna(len(order)))
-    return out.sort_values(["bits", "arch", "_h", "algo"]).drop(columns="_h").reset_index(drop=True)
+    return _by_bits_arch_profile(out)
 
 
 # ---- everything for one track ----

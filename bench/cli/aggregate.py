@@ -43,14 +43,11 @@ def _fail(msg: str, code: int) -> int:
 
 def parse(argv: list[str]) -> dict[str, str] | str:
     """``key=value`` arguments as a dict, or the error message of the first bad one."""
-    args: dict[str, str] = {}
-    for a in argv:
-        key, sep, value = a.partition("=")
-        if not sep or key not in ACCEPTED:
-            return f"unknown argument {a!r}; accepted: {', '.join(k + '=' for k in ACCEPTED)}"
-        if not value:
-            return f"{key}= needs a value"
-        args[key] = value
+    from bench.cli.args import key_values
+
+    args = key_values(argv, ACCEPTED)
+    if isinstance(args, str):
+        return args
     if "plots" in args and args["plots"].lower() not in ("true", "false", "1", "0", "yes", "no"):
         return f"plots={args['plots']} is not a boolean; accepted: true, false"
     return args

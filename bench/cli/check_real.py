@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from bench.cli.hydra_app import fail, help_text, launch
-from bench.cli.run import task
-from bench.errors import BenchError
+from bench.cli.run import cell_verb
 
 SUMMARY = (
     "Runs a quantized cell (as `run`) and then executes its model with integer-only arithmetic (int8/intN weights\n"
@@ -22,10 +20,4 @@ EXAMPLES = [
 
 def main(argv: list[str]) -> int:
     """Entry of the ``check-real`` verb."""
-    if any(a in ("-h", "--help") for a in argv):
-        print(help_text("check-real", SUMMARY, EXAMPLES))
-        return 0
-    try:
-        return launch("check-real", argv, task, extra=["deploy.check=true"])
-    except BenchError as e:
-        return fail(str(e))
+    return cell_verb("check-real", argv, SUMMARY, EXAMPLES, extra=["deploy.check=true"])

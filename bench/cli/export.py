@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from bench.cli.hydra_app import fail, help_text, launch
-from bench.cli.run import task
-from bench.errors import BenchError
+from bench.cli.run import cell_verb
 
 SUMMARY = (
     "Runs a quantized cell (as `run`), writes its model as ONNX with QuantizeLinear/DequantizeLinear pairs (opset\n"
@@ -21,10 +19,4 @@ EXAMPLES = [
 
 def main(argv: list[str]) -> int:
     """Entry of the ``export`` verb."""
-    if any(a in ("-h", "--help") for a in argv):
-        print(help_text("export", SUMMARY, EXAMPLES))
-        return 0
-    try:
-        return launch("export", argv, task, extra=["deploy.onnx=true"])
-    except BenchError as e:
-        return fail(str(e))
+    return cell_verb("export", argv, SUMMARY, EXAMPLES, extra=["deploy.onnx=true"])

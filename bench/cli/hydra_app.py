@@ -162,3 +162,4 @@ def remove_if_empty_run_dir(path: str | Path, runs_dir: str | Path) -> None:
             parent.rmdir()  # only succeeds when empty
         except OSError:
             break
+

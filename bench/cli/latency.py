@@ -37,17 +37,16 @@ def _fail(msg: str) -> int:
 
 def parse(argv: list[str]) -> dict[str, object] | str:
     """The arguments with defaults, or the one-line error of the first bad one."""
+    from bench.cli.args import key_values
     from bench.models import ARCHS
     from bench.quant.profiles import profile_names
 
     args: dict[str, object] = {"archs": list(IMAGENET_ARCHS), "batch": [1, 8], "profile": "fbgemm",
                                "image_size": 224, "threads": 1, "repeats": 20, "warmup": 5, "out": None}
-    for a in argv:
-        key, sep, value = a.partition("=")
-        if not sep or key not in ACCEPTED:
-            return f"unknown argument {a!r}; accepted: {', '.join(k + '=' for k in ACCEPTED)}"
-        if not value:
-            return f"{key}= needs a value"
+    given = key_values(argv, ACCEPTED)
+    if isinstance(given, str):
+        return given
+    for key, value in given.items():
         if key == "archs":
             archs = value.split(",")
             bad = [x for x in archs if x not in ARCHS.names() or x == "tiny"]

@@ -55,12 +55,18 @@ def task(cfg: DictConfig) -> None:
         raise SystemExit(f"{e}") from None
 
 
-def main(argv: list[str]) -> int:
-    """Entry of the ``run`` verb."""
+def cell_verb(verb: str, argv: list[str], summary: str, examples: list[str], extra: list[str] | None = None) -> int:
+    """A verb that runs cells through :func:`task` (``run``, and ``check-real`` / ``export`` with ``extra``
+    overrides appended)."""
     if any(a in ("-h", "--help") for a in argv):
-        print(help_text("run", SUMMARY, EXAMPLES))
+        print(help_text(verb, summary, examples))
         return 0
     try:
-        return launch("run", argv, task)
+        return launch(verb, argv, task, extra=extra)
     except BenchError as e:
         return fail(str(e))
+
+
+def main(argv: list[str]) -> int:
+    """Entry of the ``run`` verb."""
+    return cell_verb("run", argv, SUMMARY, EXAMPLES)
