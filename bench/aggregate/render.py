@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.aggregate.tables import ACADEMIC, AVG_ARCH, Table, groups_of
@@ -161,6 +162,8 @@ def plain_markdown(df: pd.DataFrame, keys: Sequence[str], digits: int = 2) -> st
                 row.append(pretty(v) if c in keys or c == "hw" else ("-" if v is None else str(v)))
             elif isinstance(v, bool):
                 row.append(str(v))
+            elif isinstance(v, int | np.integer):  # counts stay integers
+                row.append(str(int(v)))
             else:
                 row.append(num(v, digits))
         rows.append(row)

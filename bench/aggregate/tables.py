@@ -482,7 +482,7 @@ def deploy_check(cells: pd.DataFrame) -> pd.DataFrame:
         "agreement": c["deploy_agreement"].astype(float),
         "max_diff_steps": c["deploy_max_abs_logit_diff_units"].astype(float),
         "mean_diff_steps": c["deploy_mean_abs_logit_diff_units"].astype(float),
-        "int32_overflows": c["deploy_int32_overflows"], "images": c["deploy_n"],
+        "int32_overflows": c["deploy_int32_overflows"].astype("Int64"), "images": c["deploy_n"].astype("Int64"),
     })
     return _by_bits_arch_profile(out)
 
@@ -500,7 +500,7 @@ def onnx_runtime(cells: pd.DataFrame) -> pd.DataFrame:
         "algo": c["algo"], "status": c["onnx_status"], "fake_top1": fake, "ort_top1": ort,
         "gap": (ort - fake).round(2), "agreement": c["onnx_agreement"].astype(float),
         "ort_float_top1": c["onnx_ort_float_top1"].astype(float),
-        "max_logit_diff": c["onnx_max_abs_logit_diff"].astype(float), "images": c["onnx_n"],
+        "max_logit_diff": c["onnx_max_abs_logit_diff"].astype(float), "images": c["onnx_n"].astype("Int64"),
         "onnxruntime": c["onnx_onnxruntime"],
     })
     return _by_bits_arch_profile(out)
