@@ -461,6 +461,11 @@ def _cell_keys(c: pd.DataFrame) -> dict[str, Any]:
             "bits": [bits_label(w, a) for w, a in zip(c["w_bits"], c["a_bits"], strict=True)]}
 
 
+def _recorded(cells: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The cells whose records carry ``column`` (a deployment check's status); empty if none do."""
+    return cells[cells[column].notna()] if column in cells.columns else cells.iloc[0:0]
+
+
 def _by_bits_arch_profile(out: pd.DataFrame) -> pd.DataFrame:
     order = {h: i for i, h in enumerate(PROFILE_ORDER)}
     out = out.assign(_h=out["hw"].map(order).fillna(len(order)))
@@ -469,9 +474,7 @@ def _by_bits_arch_profile(out: pd.DataFrame) -> pd.DataFrame:
 
 def deploy_check(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per cell checked with ``deploy.check``: fake-quant and integer top-1, agreement, logit difference."""
-    if "deploy_status" not in cells.columns:
-        return pd.DataFrame()
-    c = cells[cells["deploy_status"].notna()]
+    c = _recorded(cells, "deploy_status")
     if c.empty:
         return pd.DataFrame()
     out = pd.DataFrame({
@@ -489,9 +492,7 @@ def deploy_check(cells: pd.DataFrame) -> pd.DataFrame:
 
 def onnx_runtime(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per cell exported with ``deploy.onnx``: fake-quant vs onnxruntime top-1, agreement, logit diff."""
-    if "onnx_status" not in cells.columns:
-        return pd.DataFrame()
-    c = cells[cells["onnx_status"].notna()]
+    c = _recorded(cells, "onnx_status")
     if c.empty:
         return pd.DataFrame()
     fake, ort = c["onnx_fake_top1"].astype(float), c["onnx_ort_top1"].astype(float)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 ACCEPTED = ("runs", "out", "track", "plots")
 USAGE = "usage: python -m bench aggregate [runs=DIR] [out=DIR] [track=NAME] [plots=true|false]"
 HELP = f"""{USAGE}
@@ -36,11 +34,6 @@ examples:
   python -m bench aggregate runs=runs/qat_tables out=/tmp/agg track=fmnist-mini plots=false"""
 
 
-def _fail(msg: str, code: int) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return code
-
-
 def parse(argv: list[str]) -> dict[str, str] | str:
     """``key=value`` arguments as a dict, or the error message of the first bad one."""
     from bench.cli.args import key_values
@@ -55,22 +48,21 @@ def parse(argv: list[str]) -> dict[str, str] | str:
 
 def main(argv: list[str]) -> int:
     """Entry of the ``aggregate`` verb: 0 on success, 1 when there is nothing to aggregate, 2 on bad arguments."""
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(HELP)
-        return 0
-    args = parse(argv)
-    if isinstance(args, str):
-        return _fail(args, 2)
+    from bench.cli.args import fail, help_or_args
+
+    args = help_or_args(argv, HELP, parse)
+    if isinstance(args, int):
+        return args
     from pathlib import Path
 
     runs = Path(args.get("runs", "runs"))
     if not runs.is_dir():
-        return _fail(f"runs={runs} does not exist" if not runs.exists() else f"runs={runs} is not a directory", 2)
+        return fail(f"runs={runs} does not exist" if not runs.exists() else f"runs={runs} is not a directory", 2)
     from bench.aggregate import aggregate
 
     plots = args.get("plots", "true").lower() in ("true", "1", "yes")
     try:
         aggregate(runs, out=args.get("out"), track=args.get("track"), plots=plots)
     except LookupError as e:
-        return _fail(str(e.args[0]), 1)
+        return fail(str(e.args[0]), 1)
     return 0

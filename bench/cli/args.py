@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import Any
+
 
 def key_values(argv: list[str], accepted: tuple[str, ...]) -> dict[str, str] | str:
     """``key=value`` arguments of the non-Hydra verbs as a dict, or the one-line error of the first bad one."""
@@ -14,3 +18,18 @@ def key_values(argv: list[str], accepted: tuple[str, ...]) -> dict[str, str] | s
             return f"{key}= needs a value"
         args[key] = value
     return args
+
+
+def fail(msg: str, code: int = 2) -> int:
+    """Print ``error: msg`` on stderr and return the exit code."""
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def help_or_args(argv: list[str], help_text: str, parse: Callable[[list[str]], Any]) -> Any:
+    """The exit code after printing help (``-h``/``--help``/``help``) or a bad argument, else ``parse(argv)``."""
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(help_text)
+        return 0
+    args = parse(argv)
+    return fail(args) if isinstance(args, str) else args

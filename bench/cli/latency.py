@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import sys
-
 IMAGENET_ARCHS = ("resnet18", "resnet50", "mobilenetv2", "efficientnet_lite0", "regnetx_600mf")
 ACCEPTED = ("archs", "batch", "profile", "image_size", "threads", "repeats", "warmup", "out")
 USAGE = ("usage: python -m bench latency [archs=A,B] [batch=1,8] [profile=NAME] [image_size=N] [threads=N] "
@@ -28,11 +26,6 @@ arguments:
 examples:
   python -m bench latency out=results/fmnist-mini/latency.csv
   python -m bench latency archs=resnet18_mini image_size=32 repeats=50"""
-
-
-def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
 
 
 def parse(argv: list[str]) -> dict[str, object] | str:
@@ -81,12 +74,11 @@ def parse(argv: list[str]) -> dict[str, object] | str:
 
 def main(argv: list[str]) -> int:
     """Entry of the ``latency`` verb."""
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(HELP)
-        return 0
-    args = parse(argv)
-    if isinstance(args, str):
-        return _fail(args)
+    from bench.cli.args import help_or_args
+
+    args = help_or_args(argv, HELP, parse)
+    if isinstance(args, int):
+        return args
     import pandas as pd
     import torch
 
