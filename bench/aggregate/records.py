@@ -122,6 +122,18 @@ def cell_id(rec: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# Classes of the datasets whose records the aggregator reads (without importing torch): a QAT cell whose final top-1
+# is within CHANCE_MARGIN points of chance did not converge (MQBench's "NC"): it collapsed to a constant prediction.
+NUM_CLASSES = {"fashion_mnist": 10, "synthetic": 10, "imagenet": 1000}
+CHANCE_MARGIN = 1.0
+
+
+def at_chance(top1: float, data: Any) -> bool:
+    """Whether ``top1`` (%) is no better than guessing on dataset ``data`` (False for a dataset not in NUM_CLASSES)."""
+    n = NUM_CLASSES.get(str(data))
+    return n is not None and math.isfinite(top1) and top1 <= 100.0 / n + CHANCE_MARGIN
+
+
 def _num(x: Any) -> float:
     return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else math.nan
 
@@ -130,12 +142,14 @@ def flatten(path: Path, rec: Mapping[str, Any], kinds: Callable[[str], str] = al
     """One flat row of a record: its main fields, the config fields the table filters read, and its path."""
     cfg = rec.get("config") or {}
     top1 = _num(rec.get("top1"))
-    status = rec["status"]
+    status, kind = rec["status"], kinds(rec["algo"])
     if status == "ok" and not math.isfinite(top1):
         status = "nc"  # an accuracy that is not a number is a diverged run
+    elif status == "ok" and kind == "qat" and at_chance(top1, rec.get("data")):
+        status = "nc"  # trained to chance level; PTQ keeps its number, as the paper prints collapsed PTQ cells
     row = {k: rec.get(k) for k in RECORD_COLUMNS if k in rec}
     row.update(
-        kind=kinds(rec["algo"]), status=status, top1=top1, fp32_top1=_num(rec.get("fp32_top1")),
+        kind=kind, status=status, top1=top1, fp32_top1=_num(rec.get("fp32_top1")),
         top5=_num(rec.get("top5")), init_top1=_num(rec.get("init_top1")), cell_id=cell_id(rec),
         quant_graph=_get(cfg, "quant.graph"), quant_bn_fold=_get(cfg, "quant.bn_fold"),
         quant_only=_get(cfg, "quant.only", "all"), quant_bypass=bool(_get(cfg, "quant.bypass", False)),

@@ -543,7 +543,8 @@ def by_bits(cells: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return [(bits_label(w, a), g) for (w, a), g in sorted(cells.groupby(["w_bits", "a_bits"]), key=lambda t: t[0])]
 
 
-GAP_NOTE = "acc (gap): gap = academic - profile accuracy (positive = drop); NC: not converged; -: missing or failed"
+NC_NOTE = f"NC: not converged (loss not finite, or a QAT top-1 within {R.CHANCE_MARGIN:g} point of chance)"
+GAP_NOTE = f"acc (gap): gap = academic - profile accuracy (positive = drop); {NC_NOTE}; -: missing or failed"
 
 
 def build_all(cells: pd.DataFrame, track: str, ref_dir: str | Path | None = None,
@@ -576,18 +577,18 @@ def build_all(cells: pd.DataFrame, track: str, ref_dir: str | Path | None = None
             if not t.empty:
                 stem = "table5_bnfold_" + ("" if hw == ACADEMIC else f"{hw}_") + bits
                 out.append(Table(stem, f"QAT {bits.upper()} by BN-folding strategy on {hw} (MQBench Table 5), "
-                                 "top-1 %", t, keys=["arch", "algo"], notes=["NC: not converged; -: missing"]))
+                                 "top-1 %", t, keys=["arch", "algo"], notes=[f"{NC_NOTE}; -: missing"]))
     for bits, c in by_bits(cells[R.is_graph_cell(cells)]):
         for hw in ordered(c["hw"], PROFILE_ORDER):
             t = table6(c[c["hw"] == hw])
             if not t.empty:
                 stem = "table6_graph_" + ("" if hw == ACADEMIC else f"{hw}_") + bits
                 out.append(Table(stem, f"QAT {bits.upper()} by graph variant on {hw} (MQBench Table 6), top-1 %", t,
-                                 keys=["arch", "algo"], notes=["NC: not converged; -: missing"]))
+                                 keys=["arch", "algo"], notes=[f"{NC_NOTE}; -: missing"]))
     for bits, c in by_bits(cells[R.is_ptq_cell(cells)]):
         out.append(Table(f"table10_ptq_{bits}", f"PTQ {bits.upper()} by calibration (MQBench Table 10), top-1 %",
                          table10(c, ref10), keys=["arch", "calib_act", "calib_weight"],
-                         notes=["mean ± sample std over seeds; NC: not converged; -: missing"]
+                         notes=[f"mean ± sample std over seeds; {NC_NOTE}; -: missing"]
                          + (["[x]: the paper's ImageNet accuracy"] if ref10 is not None else [])))
     dep = deploy_check(cells)
     if not dep.empty:

@@ -34,6 +34,7 @@ def make_record(algo: str = "lsq", hw: str = "academic", arch: str = "resnet18",
                 init: float | None = None, error: str | None = None, smoke: bool = False) -> dict[str, Any]:
     """A complete record dict shaped like the runner's (``calib`` = (act, weight))."""
     graph, fold, per_channel = PROFILES.get(hw, (1, -1, False))
+    data = "imagenet" if track == "imagenet" else "fashion_mnist"
     q = {"graph": None, "bn_fold": None, "first_last_bits": None, "bypass": False, "only": "all",
          "sensitivity": False, **(quant or {})}
     p = {"bn_recalib": False, "cle": False, "bias_correction": "none", **(ptq or {})}
@@ -41,13 +42,13 @@ def make_record(algo: str = "lsq", hw: str = "academic", arch: str = "resnet18",
         "algo": {"name": algo, "params": {}}, "calib": {"weight": calib[1], "act": calib[0]},
         "hw": {"name": hw, "graph": graph, "bn_fold": fold, "weight": {"per_channel": per_channel}},
         "bits": {"w": w, "a": a}, "arch": {"name": arch},
-        "data": {"name": "fashion_mnist", "track": track, "calib_size": 1024},
+        "data": {"name": data, "track": track, "calib_size": 1024},
         "train": {"epochs": epochs, "seed": 0}, "debug": {"smoke": smoke}, "quant": q, "ptq": p, "seed": seed,
     }
     return {
         "track": track, "algo": algo, "calib_weight": calib[1], "calib_act": calib[0], "hw": hw,
         "graph": q["graph"] if q["graph"] is not None else graph,
-        "bn_fold": q["bn_fold"] if q["bn_fold"] is not None else fold, "arch": arch, "data": "fashion_mnist",
+        "bn_fold": q["bn_fold"] if q["bn_fold"] is not None else fold, "arch": arch, "data": data,
         "w_bits": w, "a_bits": a, "seed": seed, "status": status, "fp32_top1": fp32, "top1": top1,
         "top5": None if top1 is None else 99.0, "init_top1": init, "train_epochs": epochs,
         "config_hash": config_hash(config), "git_sha": "abc123", "versions": {}, "wall_s": 1.0,

@@ -75,6 +75,14 @@ def test_nc_seed_or_missing_accuracy_makes_the_cell_nc(cells_of, rec) -> None:
     assert list(cells["status"]) == ["nc"]
 
 
+def test_a_qat_cell_at_chance_level_is_nc_but_a_ptq_cell_keeps_its_number(cells_of, rec) -> None:
+    # Fashion-MNIST has 10 classes: chance is 10 %, and the margin is 1 point (11.0 is NC, 11.01 is not)
+    for top1, want in ((10.0, "nc"), (11.0, "nc"), (11.01, "ok"), (65.0, "ok")):
+        assert list(cells_of([rec(algo="dsq", top1=top1)])["status"]) == [want], top1
+    assert list(cells_of([rec(algo="ptq", top1=10.0)])["status"]) == ["ok"]  # the paper prints collapsed PTQ
+    assert R.at_chance(0.5, "imagenet") and not R.at_chance(1.5, "imagenet") and not R.at_chance(5.0, "other")
+
+
 def test_failed_records_are_kept_aside(cells_of, rec) -> None:
     recs = [rec(seed=0, top1=70.0), rec(seed=1, top1=None, status="failed", error="CUDA OOM")]
     df = R.dedup(R.records_frame([(Path(f"r{i}/result.json"), r) for i, r in enumerate(recs)]))
