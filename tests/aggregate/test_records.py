@@ -141,3 +141,12 @@ def test_static_kind_map_matches_the_registry() -> None:
 
     # R._registry_kind is conftest's static map here (autouse fixture)
     assert {n: ALGOS.get(n).kind for n in ALGOS.names()} == {n: R._registry_kind(n) for n in ALGOS.names()}
+
+
+@pytest.mark.slow
+def test_static_class_counts_match_the_datasets() -> None:
+    from bench.data import fashion_mnist, synthetic
+
+    # R.NUM_CLASSES is written out so the aggregator does not import torch; it must follow the data modules
+    assert R.NUM_CLASSES["fashion_mnist"] == fashion_mnist.NUM_CLASSES
+    assert R.NUM_CLASSES["synthetic"] == synthetic.NUM_CLASSES
