@@ -1,15 +1,33 @@
-"""FP32 baselines: trained once per (arch, dataset, recipe), cached on disk, loaded safely.
+"""FP32 baselines: where a cell's FP32 weights come from, verified, and how a baseline is (re)trained.
 
-Every quantized cell starts from the same cached FP32 model (MQBench Sec. 2.1: one pre-trained model per arch).
-Checkpoints are loaded with ``torch.load(weights_only=True)``; a corrupt or mismatched file is an error, never
-silently used or overwritten.
+Every quantized cell starts from the same FP32 model (MQBench Sec. 4: "each model is initialized by the same
+pre-trained model"). Float arithmetic differs between CPUs, so "the same recipe" is not "the same model": the
+weights are part of the benchmark. Sources, in order (the record's ``baseline.source``):
+
+- ``user``: ``arch.checkpoint=PATH``, a state dict of the user's;
+- ``shipped`` (``arch.pretrained=true``, the default of the ``*_mini`` archs): the weights-only files in
+  ``bench/shipped/`` (package data) listed in ``manifest.json`` with their sha256, recipe, data fingerprint and
+  top-1 / top-5. The file's sha256 is checked before use; a mismatch is an error, never a silent retraining;
+- ``pretrained`` (``arch.pretrained=true`` on the ImageNet archs): timm's published ImageNet weights, from
+  ``arch.pretrained_file`` or the Hugging Face cache (downloaded there where a network exists);
+- ``cached`` / ``trained`` (``arch.pretrained=false``): the baseline recipe (``baseline=<data>``) trained once and
+  cached under ``cache_dir`` keyed by arch, data fingerprint and recipe (``python -m bench pretrain`` reproduces a
+  shipped baseline this way).
+
+Every record names the sha256 of the FP32 weights it started from (``baseline.sha256``: of the tensors, whatever
+file held them, :func:`weights_sha256`) and of that file (``baseline.file_sha256``). Checkpoints are
+loaded with ``torch.load(weights_only=True)``; a corrupt or mismatched file is an error, never silently used or
+overwritten.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +35,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from bench.config import num_workers
 from bench.engine import TrainRecipe, distributed, evaluate, train
 from bench.engine.metrics import MetricsWriter
 from bench.errors import BenchError
@@ -26,10 +45,87 @@ from bench.results import config_hash, now_iso, versions
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+MANIFEST_NAME = "manifest.json"
 
 
 class CheckpointError(BenchError):
     """A checkpoint that cannot be read or does not match what it should hold."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 (hex) of a state dict's tensors, independent of the file they came in: every key in sorted order with
+    its dtype, shape and raw bytes. Two checkpoints with equal weights have the same one."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def shipped_dir() -> Path:
+    """Where the shipped baselines live: ``$BENCH_SHIPPED`` (tests) or the package's ``bench/shipped``."""
+    return Path(os.environ.get("BENCH_SHIPPED") or SHIPPED_DIR)
+
+
+@lru_cache(maxsize=4)
+def _manifest(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        return {"baselines": []}
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"shipped baseline manifest {str(p)!r} is unreadable: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("baselines"), list):
+        raise CheckpointError(f"shipped baseline manifest {str(p)!r} has no 'baselines' list")
+    return data
+
+
+def shipped_manifest() -> dict[str, Any]:
+    """The manifest of the shipped baselines (``{"baselines": [entry, ...]}``; empty when none are shipped)."""
+    return _manifest(str(shipped_dir() / MANIFEST_NAME))
+
+
+def shipped_entry(arch: str, data: str) -> dict[str, Any] | None:
+    """The manifest entry of the shipped baseline of ``arch`` on dataset ``data``, or None."""
+    for e in shipped_manifest()["baselines"]:
+        if e.get("arch") == arch and e.get("data") == data:
+            return e
+    return None
+
+
+def shipped_names(data: str | None = None) -> list[str]:
+    """``arch`` (or ``arch/data``) of every shipped baseline."""
+    return [e["arch"] if data else f"{e['arch']}/{e['data']}" for e in shipped_manifest()["baselines"]
+            if data is None or e.get("data") == data]
+
+
+def weights_identity(cfg: DictConfig) -> dict[str, Any] | None:
+    """What identifies the FP32 weights of a cell whose weights are published (shipped or pretrained), for its
+    ``config_hash`` in place of the baseline recipe (which then does not matter); None when the recipe trains them."""
+    if cfg.arch.checkpoint:
+        return {"user": file_sha256(cfg.arch.checkpoint)} if Path(cfg.arch.checkpoint).is_file() else None
+    if not cfg.arch.pretrained:
+        return None
+    from bench.models import ARCH_INFO
+
+    if "timm_name" in ARCH_INFO.get(cfg.arch.name, {}):
+        f = cfg.arch.pretrained_file
+        return {"pretrained": ARCH_INFO[cfg.arch.name]["timm_name"],
+                "sha256": file_sha256(f) if f and Path(f).is_file() else None}
+    entry = shipped_entry(cfg.arch.name, cfg.data.name)
+    return {"shipped": entry.get("weights_sha256") or entry["sha256"]} if entry else None
 
 
 def cache_root(cfg: DictConfig) -> Path:
@@ -144,19 +240,25 @@ def save_checkpoint_atomic(obj: dict[str, Any], path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_or_train(cfg: DictConfig, data: Any, metrics: MetricsWriter | None = None) -> tuple[nn.Module, dict]:
-    """The FP32 model of the cell's arch and dataset, from ``arch.checkpoint``, the cache, or trained now.
+def load_or_train(cfg: DictConfig, data: Any, metrics: MetricsWriter | None = None,
+                  train_recipe: bool = False) -> tuple[nn.Module, dict]:
+    """The FP32 model of the cell's arch and dataset: ``arch.checkpoint``, the shipped or published weights
+    (``arch.pretrained``), or the recipe's baseline from the cache or trained now (``train_recipe=True`` forces this
+    last route: ``python -m bench pretrain``).
 
-    Returns the model (eval mode) and a summary dict (``key``, ``source``, ``path``, ``top1``, ``epochs``, ...).
+    Returns the model (eval mode) and a summary dict (``source``, ``path``, ``sha256``, ``key``, ``top1``, ...).
     """
     torch.manual_seed(int(cfg.baseline.seed))
-    model = build_model(cfg.arch.name, num_classes=data.num_classes, in_chans=data.in_chans)
-    model.to(distributed.current().device)
     if cfg.arch.checkpoint:
+        model = _build(cfg, data)
         load_weights(model, load_checkpoint(cfg.arch.checkpoint), cfg.arch.checkpoint)
         model.eval()
-        return model, {"source": "user", "path": str(cfg.arch.checkpoint), "key": None}
+        return model, {"source": "user", "path": str(cfg.arch.checkpoint), "key": None,
+                       "file_sha256": file_sha256(cfg.arch.checkpoint), "sha256": weights_sha256(model.state_dict())}
+    if cfg.arch.pretrained and not train_recipe:
+        return _load_published(cfg, data)
 
+    model = _build(cfg, data)
     key = baseline_key(cfg, data.fingerprint)
     path = baseline_path(cfg, key)
     if path.exists():
@@ -167,8 +269,58 @@ def load_or_train(cfg: DictConfig, data: Any, metrics: MetricsWriter | None = No
         load_weights(model, obj, path)
         model.eval()
         log.info("FP32 baseline loaded from %s (top-1 %.2f%%)", path, meta["top1"])
-        return model, {**meta, "source": "cache", "path": str(path)}
+        return model, {**meta, "source": "cached", "path": str(path), "file_sha256": file_sha256(path),
+                       "sha256": weights_sha256(model.state_dict())}
     return _train_baseline(cfg, data, model, key, path, metrics)
+
+
+def _build(cfg: DictConfig, data: Any) -> nn.Module:
+    model = build_model(cfg.arch.name, num_classes=data.num_classes, in_chans=data.in_chans)
+    return model.to(distributed.current().device)
+
+
+def _load_published(cfg: DictConfig, data: Any) -> tuple[nn.Module, dict]:
+    """``arch.pretrained=true``: timm's ImageNet weights for the ImageNet archs, the shipped baseline otherwise."""
+    from bench.models import ARCH_INFO
+
+    if "timm_name" in ARCH_INFO.get(cfg.arch.name, {}):
+        from bench.models.imagenet import build_pretrained, resolve_pretrained_file
+
+        path = resolve_pretrained_file(cfg.arch.name, cfg.arch.pretrained_file)
+        model = build_pretrained(cfg.arch.name, path, num_classes=data.num_classes, in_chans=data.in_chans)
+        model.to(distributed.current().device).eval()
+        log.info("FP32 weights: timm's published %s from %s", ARCH_INFO[cfg.arch.name]["timm_name"], path)
+        return model, {"source": "pretrained", "path": str(path), "key": None, "file_sha256": file_sha256(path),
+                       "sha256": weights_sha256(model.state_dict())}
+    return load_shipped(cfg.arch.name, data, _build(cfg, data))
+
+
+def load_shipped(arch: str, data: Any, model: nn.Module) -> tuple[nn.Module, dict]:
+    """Load the shipped baseline of ``arch`` on ``data`` into ``model`` after checking its sha256 (and that ``data``
+    is the dataset it was trained on); any mismatch is a one-line error naming the file."""
+    entry = shipped_entry(arch, data.name)
+    if entry is None:
+        shipped = ", ".join(shipped_names(data.name)) or "none"
+        raise CheckpointError(f"no shipped FP32 baseline of arch={arch} on data={data.name} (shipped: {shipped}); "
+                              "set arch.pretrained=false to train one from the baseline recipe")
+    path = shipped_dir() / entry["file"]
+    if not path.is_file():
+        raise CheckpointError(f"shipped baseline {str(path)!r} is missing (manifest: {MANIFEST_NAME}); restore it "
+                              "(git checkout bench/shipped)")
+    digest = file_sha256(path)
+    if digest != entry["sha256"]:
+        raise CheckpointError(f"shipped baseline {str(path)!r} has sha256 {digest[:16]}..., the manifest says "
+                              f"{entry['sha256'][:16]}...: corrupt or changed; restore it (git checkout bench/shipped)")
+    if entry.get("data_fingerprint") and entry["data_fingerprint"] != data.fingerprint:
+        raise CheckpointError(f"shipped baseline {str(path)!r} was trained on {data.name} with fingerprint "
+                              f"{entry['data_fingerprint'][:16]}..., this dataset's is {data.fingerprint[:16]}...; "
+                              "use the same dataset files or set arch.pretrained=false")
+    load_weights(model, load_checkpoint(path), path)
+    model.eval()
+    log.info("FP32 baseline: shipped %s (sha256 %s..., top-1 %.2f%%)", path, digest[:12], entry["top1"])
+    return model, {"source": "shipped", "path": str(path), "file_sha256": digest,
+                   "sha256": weights_sha256(model.state_dict()), "key": entry.get("key_hash"),
+                   "top1": entry["top1"], "top5": entry.get("top5"), "epochs": entry.get("epochs")}
 
 
 def _train_baseline(
@@ -180,7 +332,7 @@ def _train_baseline(
     bs = batch_size(cfg.baseline, cfg.arch)
     train_data = build_data(
         cfg.data.name, root=cfg.data.root, batch_size=bs, eval_batch_size=cfg.data.eval_batch_size,
-        seed=int(cfg.baseline.seed), augment=bool(cfg.data.augment), num_workers=int(cfg.data.num_workers),
+        seed=int(cfg.baseline.seed), augment=bool(cfg.data.augment), num_workers=num_workers(cfg.data.num_workers),
     )
     partial = path.with_suffix(".partial.pt")
     resume = None
@@ -226,4 +378,6 @@ def _train_baseline(
         partial.unlink(missing_ok=True)
     model.eval()
     log.info("FP32 baseline %s: top-1 %.2f%% in %.0f s, cached at %s", cfg.arch.name, ev["top1"], meta["train_s"], path)
-    return model, {**meta, "source": "trained", "path": str(path)}
+    digest = file_sha256(path) if path.is_file() else None
+    return model, {**meta, "source": "trained", "path": str(path), "file_sha256": digest,
+                   "sha256": weights_sha256(model.state_dict())}

@@ -20,7 +20,7 @@ CONF_DIR = Path(os.environ.get("BENCH_CONF", Path(__file__).resolve().parent.par
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # 16/32 bypass quantization (debugging workflow)
 CALIB_WEIGHT = ("minmax", "mse", "kld", "quantile", "norm", "meanstd")
-CALIB_ACT = (*CALIB_WEIGHT, "bn")
+CALIB_ACT = (*CALIB_WEIGHT, "bn", "batch_minmax")
 BIAS_CORRECTION = ("none", "empirical", "analytic")
 
 
@@ -28,11 +28,20 @@ class ConfigError(BenchError):
     """A bad config value or combination."""
 
 
+QAT_INITS = ("paper", "calib")
+POT_SNAPS = ("ceil", "round", "mse")  # bench.quant.spec.POT_SNAPS (the schemas do not import the quantization core)
+
+
 @dataclass
 class AlgoConfig:
-    """Which algorithm runs the cell (a registry name) and its own options."""
+    """Which algorithm runs the cell (a registry name) and its own options.
+
+    ``init`` (QAT algorithms only): ``paper`` initialises the algorithm's quantizers as its own paper does (MQBench
+    App. F: LSQ's ``2 mean|x| / sqrt(Qp)``, PACT's clip 6, ...), ``calib`` from the ``calib.*`` observers (MQBench
+    App. C.4, Table 11)."""
 
     name: str = "fp32"
+    init: str = "paper"
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -53,11 +62,13 @@ class SpecConfig:
     per_channel: bool = False
     pot_scale: bool = False
     narrow_range: bool = False
+    pot_snap: str = "ceil"  # ceil | round | mse: how a calibrated scale becomes a power of two (pot_scale grids)
 
 
 @dataclass
 class DeployArith:
-    """How the profile's integer target requantizes (``bench.deploy.fixedpoint``); read by the integer executor."""
+    """How the profile's integer target requantizes (``bench.quant.fixedpoint``): read by the integer executor, and
+    ``rounding`` also by fake quantization, which rounds activations as the target does."""
 
     requant: str = "float32"  # fixed_point | shift | float32
     rounding: str = "half_even"  # half_even | half_up | half_away
@@ -97,7 +108,12 @@ class ArchConfig:
     weight_decay: float = 1e-4
     bn_weight_decay: bool = True  # Table 3 '*': no weight decay on BN parameters for the mobile family
     batch_size: int = 128
-    checkpoint: str | None = None  # user FP32 weights (ImageNet archs); replaces the cached baseline
+    checkpoint: str | None = None  # user FP32 weights; replaces the shipped / pretrained / recipe baseline
+    # start from published FP32 weights (bench.baselines): the shipped baseline of a *_mini arch (default true), timm's
+    # ImageNet weights for the ImageNet archs (default false; true in the _imagenet experiments); false: train the
+    # baseline recipe (cached)
+    pretrained: bool = False
+    pretrained_file: str | None = None  # timm's published weights as a local file (else the Hugging Face cache)
 
 
 @dataclass
@@ -108,7 +124,7 @@ class DataConfig:
     track: str = "fmnist-mini"
     root: str | None = None
     eval_batch_size: int = 512
-    num_workers: int = 0
+    num_workers: int | None = 0  # DataLoader workers; null = as many as the machine has cores (at most 8)
     augment: bool = True
     calib_size: int = 1024
 
@@ -137,6 +153,7 @@ class QuantConfig:
 
     graph: int | None = None  # None = the profile's
     bn_fold: int | None = None  # None = the profile's
+    pot_snap: str | None = None  # None = the profile's (power-of-two profiles): ceil | round | mse
     first_last_bits: int | None = None  # None = the profile's (8); set to the cell's bits to quantize them alike
     report: bool = False  # print the quantization report (it is always saved beside the record)
     bypass: bool = False  # quantizers inserted and calibrated but off: accuracy must equal FP32
@@ -230,6 +247,7 @@ class BenchConfig:
 # Fields that do not change what a cell computes: left out of config_hash.
 NON_RESULT_KEYS = (
     "runs_dir", "cache_dir", "progress", "threads", "skip_existing", "data.num_workers", "quant.report",
+    "arch.pretrained_file",  # its content's sha256 is hashed instead (bench.baselines.weights_identity)
     "ptq.calib_batch_size", "dist",
 )
 QUANT_ONLY = ("all", "weights", "acts")
@@ -280,6 +298,7 @@ def validate(cfg: DictConfig | BenchConfig) -> None:
     c = cfg
     _check_keys(cfg)
     ALGOS.get(c.algo.name)
+    _need(c.algo.init in QAT_INITS, f"unknown algo.init {c.algo.init!r}; accepted: {', '.join(QAT_INITS)}")
     ARCHS.get(c.arch.name)
     DATASETS.get(c.data.name)
     hw_names = group_options("hw")
@@ -297,6 +316,9 @@ def validate(cfg: DictConfig | BenchConfig) -> None:
     )
     if c.quant.graph is not None:
         _need(c.quant.graph in (1, 2, 3), f"quant.graph={c.quant.graph} invalid; accepted: 1, 2, 3")
+    if c.quant.pot_snap is not None:
+        _need(c.quant.pot_snap in POT_SNAPS, f"unknown quant.pot_snap {c.quant.pot_snap!r}; accepted: "
+              f"{', '.join(POT_SNAPS)}, null")
     if c.quant.bn_fold is not None:
         _need(c.quant.bn_fold in range(-1, 5), f"quant.bn_fold={c.quant.bn_fold} invalid; accepted: -1, 0, 1, 2, 3, 4")
     _need(c.quant.only in QUANT_ONLY, f"unknown quant.only {c.quant.only!r}; accepted: {', '.join(QUANT_ONLY)}")
@@ -315,6 +337,9 @@ def validate(cfg: DictConfig | BenchConfig) -> None:
     _need(c.arch.batch_size > 0, f"arch.batch_size={c.arch.batch_size} must be > 0")
     if c.arch.checkpoint is not None:
         _need(Path(c.arch.checkpoint).is_file(), f"arch.checkpoint={c.arch.checkpoint!r} does not exist")
+    if c.arch.pretrained_file is not None:
+        _need(Path(c.arch.pretrained_file).expanduser().is_file(),
+              f"arch.pretrained_file={c.arch.pretrained_file!r} does not exist")
     for name in ("train", "baseline"):
         t = c[name]
         _need(t.epochs >= 0, f"{name}.epochs={t.epochs} must be >= 0")
@@ -336,7 +361,7 @@ def validate(cfg: DictConfig | BenchConfig) -> None:
     _need(r.beta_start >= r.beta_end > 0, f"recon.beta_start={r.beta_start} >= recon.beta_end={r.beta_end} > 0 needed")
     d = c.data
     _need(d.eval_batch_size > 0, f"data.eval_batch_size={d.eval_batch_size} must be > 0")
-    _need(d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0")
+    _need(d.num_workers is None or d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0 or null")
     _need(d.calib_size > 0, f"data.calib_size={d.calib_size} must be > 0")
     if d.root is not None:
         _need(Path(d.root).is_dir(), f"data.root={d.root!r} does not exist or is not a directory")
@@ -364,6 +389,14 @@ def _check_keys(cfg: Any) -> None:
             for key in cfg[name].keys():
                 if key not in allowed:
                     raise ConfigError(f"unknown config key {name}.{key}; accepted: {', '.join(allowed)}")
+
+
+def num_workers(value: int | None) -> int:
+    """``data.num_workers``: the value, or for null the machine's usable cores (at most 8)."""
+    if value is not None:
+        return int(value)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cores)
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

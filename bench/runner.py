@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from bench import baselines
 from bench.algos import ALGOS, CellContext
-from bench.config import NON_RESULT_KEYS, to_container, validate
+from bench.config import NON_RESULT_KEYS, num_workers, to_container, validate
 from bench.data import build_data
 from bench.engine import distributed, evaluate
 from bench.engine.metrics import MetricsWriter
@@ -35,15 +35,30 @@ from bench.results import (
 log = logging.getLogger(__name__)
 
 
+# Version of the numerics every cell runs through, part of config_hash: raise it with a change that moves results
+# without changing any config value, so stale records are never skipped into new tables. 2: LSQ's paper gradients,
+# fake quantization rounding like the target with integer biases and pooled sums, one quantizer per concatenation.
+NUMERICS_VERSION = 2
+
+
 def hashed_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config minus output paths and other fields that do not change the result."""
+    """The resolved config minus output paths and other fields that do not change the result, plus the numerics
+    version and, for published FP32 weights, their sha256 in place of the baseline recipe."""
     data = to_container(cfg)
+    data["numerics"] = NUMERICS_VERSION
     algo = ALGOS.get(cfg.algo.name) if cfg.algo.name in ALGOS.names() else None
     if algo is None or not algo.uses_recon:
         data.pop("recon", None)  # only reconstruction methods read it
-    if not (cfg.deploy.check or cfg.deploy.onnx):  # deployment settings only matter to a cell that runs a check
+    if algo is None or algo.kind != "qat":
+        data.get("algo", {}).pop("init", None)  # only QAT algorithms read it
+    elif cfg.algo.init == "paper":
+        data.pop("calib", None)  # the paper's initialisation replaces calib.*
+    if not (cfg.deploy.check or cfg.deploy.onnx):  # the checks' own settings only matter to a cell that runs one
         data.pop("deploy", None)
-        data.get("hw", {}).pop("deploy", None)
+    # hw.deploy (the target's rounding and requantization) always counts: fake quantization rounds like the target
+    identity = baselines.weights_identity(cfg)
+    if identity is not None:  # published weights: their sha256 is what the cell starts from, not the recipe
+        data["baseline"] = identity
     for dotted in NON_RESULT_KEYS:
         node = data
         *parents, leaf = dotted.split(".")
@@ -51,6 +66,15 @@ def hashed_config(cfg: DictConfig) -> dict[str, Any]:
             node = node.get(p, {})
         node.pop(leaf, None)
     return data
+
+
+def record_calib(cfg: DictConfig) -> tuple[str, str]:
+    """The record's ``calib_weight`` / ``calib_act``: ``calib.*``, or ``paper`` for a QAT cell initialised as its
+    algorithm's paper says (``algo.init=paper``: calib.* is not used)."""
+    algo = ALGOS.get(cfg.algo.name) if cfg.algo.name in ALGOS.names() else None
+    if algo is not None and algo.kind == "qat" and cfg.algo.init == "paper":
+        return "paper", "paper"
+    return str(cfg.calib.weight), str(cfg.calib.act)
 
 
 def cell_hash(cfg: DictConfig) -> str:
@@ -107,7 +131,7 @@ def _run(
     train_bs = baselines.batch_size(cfg.train, cfg.arch)
     data = build_data(
         cfg.data.name, root=cfg.data.root, batch_size=train_bs, eval_batch_size=cfg.data.eval_batch_size,
-        seed=int(cfg.seed), augment=bool(cfg.data.augment), num_workers=int(cfg.data.num_workers),
+        seed=int(cfg.seed), augment=bool(cfg.data.augment), num_workers=num_workers(cfg.data.num_workers),
     )
     metrics = MetricsWriter(output_dir / "metrics.jsonl" if dist.is_main else None)
     model, base = baselines.load_or_train(cfg, data, metrics)
@@ -123,8 +147,8 @@ def _run(
     record = ResultRecord(
         track=cfg.data.track,
         algo=cfg.algo.name,
-        calib_weight=cfg.calib.weight,
-        calib_act=cfg.calib.act,
+        calib_weight=record_calib(cfg)[0],
+        calib_act=record_calib(cfg)[1],
         hw=cfg.hw.name,
         graph=outcome.graph if quantized else None,
         bn_fold=outcome.bn_fold if quantized else None,
@@ -146,12 +170,7 @@ def _run(
         started_at=started,
         finished_at=now_iso(),
         data_fingerprint=data.fingerprint,
-        baseline={
-            "key": config_hash(base["key"]) if base.get("key") else None,
-            "source": "user" if base.get("source") == "user" else "cache",
-            "top1": fp32["top1"],
-            "epochs": base.get("epochs"),
-        },
+        baseline=_baseline_summary(base, fp32),
         error=outcome.error,
         extra={**outcome.extra, "launch": {**launch_info(), **dist.describe()}},
         config=hashed,
@@ -164,6 +183,25 @@ def _run(
               f"{output_dir / DUPLICATE_NAME}")
     print(f"result: {path}  status={record.status} top1={_fmt(record.top1)} fp32_top1={_fmt(record.fp32_top1)}")
     return record.to_dict()
+
+
+def _baseline_summary(base: dict[str, Any], fp32: dict[str, Any]) -> dict[str, Any]:
+    """The record's ``baseline``: where the FP32 weights came from (shipped | pretrained | user | cached | trained),
+    the sha256 of their file, the recipe key, and the FP32 accuracy measured in this cell."""
+    key = base.get("key")
+    out = {
+        "source": base.get("source"),
+        "sha256": base.get("sha256"),  # of the weights (bench.baselines.weights_sha256)
+        "file": Path(str(base["path"])).name if base.get("path") else None,
+        "file_sha256": base.get("file_sha256"),
+        "key": config_hash(key) if isinstance(key, dict) else key,
+        "top1": fp32["top1"],
+        "top5": fp32.get("top5"),
+        "epochs": base.get("epochs"),
+    }
+    if base.get("source") == "shipped":
+        out["manifest_top1"] = base.get("top1")  # the accuracy the manifest states for these weights
+    return out
 
 
 def _check_real(cfg: DictConfig, outcome: Any, data: Any) -> dict[str, Any]:
@@ -210,7 +248,7 @@ def write_failed(cfg: DictConfig, output_dir: str | Path, error: str) -> Path:
     except Exception:  # an unresolvable config still gets a record
         h, hashed = "", {}
     record = ResultRecord(
-        track=cfg.data.track, algo=cfg.algo.name, calib_weight=cfg.calib.weight, calib_act=cfg.calib.act,
+        track=cfg.data.track, algo=cfg.algo.name, calib_weight=record_calib(cfg)[0], calib_act=record_calib(cfg)[1],
         hw=cfg.hw.name, graph=None, bn_fold=None, arch=cfg.arch.name, data=cfg.data.name,
         w_bits=int(cfg.bits.w), a_bits=int(cfg.bits.a), seed=int(cfg.seed), status="failed",
         fp32_top1=None, top1=None, top5=None, init_top1=None, train_epochs=0, config_hash=h,

@@ -30,8 +30,13 @@ def test_record_contract_and_same_seed_identical(make_cfg, tmp_path):
     assert REQUIRED <= set(a)
     assert set(a["versions"]) == {"python", "torch", "torchvision", "timm"}
     assert a["status"] == "ok" and a["top1"] == a["fp32_top1"] and a["top1"] > 30.0
+    # the weights are the same (baseline.sha256); the two cache files differ in their training times
+    assert a["baseline"]["sha256"] == b["baseline"]["sha256"] and a["baseline"]["source"] == "trained"
+    for r in (a, b):
+        r["baseline"].pop("file_sha256")
     assert {k: v for k, v in a.items() if k not in VOLATILE} == {k: v for k, v in b.items() if k not in VOLATILE}
     on_disk = json.loads((out_a / RECORD_NAME).read_text())
+    on_disk["baseline"].pop("file_sha256")
     assert on_disk == a
     assert (out_a / "metrics.jsonl").is_file()
 
@@ -63,12 +68,13 @@ def test_failed_record(make_cfg, tmp_path):
     assert rec["status"] == "failed" and rec["error"].startswith("algo=apot") and rec["config_hash"]
 
 
-def test_deployment_settings_enter_the_hash_only_with_the_check(make_cfg):
+def test_deployment_settings_enter_the_hash(make_cfg):
     base = runner.cell_hash(make_cfg("algo=ptq", "hw=tvm"))
-    assert runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "hw.deploy.rounding=half_even")) == base
+    # the target's rounding always does (fake quantization rounds like the target); the checks' settings with a check
+    assert runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "hw.deploy.rounding=half_even")) != base
+    assert runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "deploy.max_batches=3")) == base
     checked = runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "deploy.check=true"))
     assert checked != base
-    assert runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "deploy.check=true", "hw.deploy.rounding=half_even")) \
-        != checked
+    assert runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "deploy.check=true", "deploy.max_batches=3")) != checked
     # DDP settings never do: a cell is the same computation on any number of processes
     assert runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "dist.backend=gloo", "dist.device=cpu")) == base

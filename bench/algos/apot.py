@@ -76,8 +76,8 @@ def project(u: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
 class APoTQuantizer(LearnableQuantizer):
     """APoT weight / activation quantizer with a learned clip ``alpha``."""
 
+    uniform = False  # additive powers-of-two levels: no integer bias grid
     lazy_params = ("alpha",)
-
     lazy_buffers = ("levels",)
 
     def _magnitude_bits(self) -> int:

@@ -71,7 +71,7 @@ class DoReFaActQuantizer(LearnableQuantizer):
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         qmin, qmax = self.qrange
         lo, hi = self.clip
-        return fake_quantize(x.clamp(lo, hi), self.scale, self.zero_point, qmin, qmax)
+        return fake_quantize(x.clamp(lo, hi), self.scale, self.zero_point, qmin, qmax, None, self.spec.rounding)
 
 
 class DoReFa(QATAlgorithm):

@@ -6,11 +6,12 @@ of the straight-through estimator. With ``u = clamp(x / s + z, qmin, qmax)``, ``
 
     phi(u) = floor(u) + 0.5 * tanh(k (f - 0.5)) / (1 - a) + 0.5,   x_hat = s * (round_ste(phi(u)) - z)
 
-``round(phi(u)) = round(u)``, so the forward value is exact; ``dx_hat/dx = 0.5 k (1 - tanh^2(k (f - 0.5))) / (1 - a)``
-inside the grid, 0 where clamped. Ranges are rule-based (MQBench App. F): weights ``mean -+ 2.6 std`` of the current
-weight (per tensor or per channel); activations the batch-averaged per-sample min / max, smoothed with an EMA
-(momentum 0.9) during training and started from the calibrated range. Scale and zero point follow the profile's
-format (``qparams_from_range``: symmetric / asymmetric, power-of-two).
+The forward value is the exact quantization ``clamp(round(x / s) + z)`` (rounded as the target does, before the zero
+point is added); ``dx_hat/dx = 0.5 k (1 - tanh^2(k (f - 0.5))) / (1 - a)`` inside the grid, 0 where clamped.
+Ranges are rule-based (MQBench App. F): weights ``mean -+ 2.6 std`` of the current weight (per tensor or per
+channel); activations the batch-averaged per-sample min / max, smoothed with an EMA (momentum 0.9) during training
+and started from the calibrated range (``algo.init=paper``: the same statistic over the calibration batches). Scale
+and zero point follow the profile's format (``qparams_from_range``: symmetric / asymmetric, power-of-two).
 """
 
 from __future__ import annotations
@@ -22,28 +23,33 @@ import torch
 
 from bench.algos.qat import LearnableQuantizer, QATAlgorithm, reduce_dims
 from bench.errors import BenchError
-from bench.quant.fake import qparams_from_range, round_ste
+from bench.quant.fake import qparams_from_range
+from bench.quant.fixedpoint import round_float
 
 DSQ_ALPHA = 0.4
 WEIGHT_K = 2.6
 EMA_MOMENTUM = 0.9
 
 
-def dsq_soft_round(u: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``round(u)`` forward, the derivative of DSQ's tanh soft step backward."""
+def dsq_soft_step(u: torch.Tensor, alpha: float) -> torch.Tensor:
+    """DSQ's tanh soft step ``phi(u)`` (its derivative is DSQ's gradient of rounding)."""
     tanh_scale = 1.0 / (1.0 - alpha)
     k = math.log((tanh_scale + 1.0) / (tanh_scale - 1.0))
     fl = torch.floor(u)
-    phi = fl + 0.5 * tanh_scale * torch.tanh(k * (u - fl - 0.5)) + 0.5
-    return round_ste(phi)
+    return fl + 0.5 * tanh_scale * torch.tanh(k * (u - fl - 0.5)) + 0.5
 
 
 def dsq_fake_quantize(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, alpha: float
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, alpha: float,
+    rounding: str = "half_even",
 ) -> torch.Tensor:
-    """DSQ fake quantization with a fixed (broadcastable) scale / zero point."""
-    u = torch.clamp(x / scale + zero_point, qmin, qmax)
-    return (dsq_soft_round(u, alpha) - zero_point) * scale
+    """DSQ fake quantization with a fixed (broadcastable) scale / zero point: the exact quantization forward, the
+    soft step's derivative backward (0 where clamped)."""
+    u0 = x * scale.reciprocal()
+    u = torch.clamp(u0 + zero_point, qmin, qmax)
+    hard = torch.clamp(round_float(u0.detach(), rounding) + zero_point, qmin, qmax)
+    soft = dsq_soft_step(u, alpha)
+    return (soft + (hard - soft).detach() - zero_point) * scale
 
 
 class DSQWeightQuantizer(LearnableQuantizer):
@@ -90,7 +96,7 @@ class DSQActQuantizer(LearnableQuantizer):
         s, z = self.effective_qparams()
         qmin, qmax = self.qrange
         alpha = float(self.params.get("alpha", DSQ_ALPHA))
-        return dsq_fake_quantize(x, s, z.float(), qmin, qmax, alpha)
+        return dsq_fake_quantize(x, s, z.float(), qmin, qmax, alpha, self.spec.rounding)
 
     def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return qparams_from_range(self.ema_min, self.ema_max, self.spec, self.signed)
@@ -103,6 +109,7 @@ class DSQ(QATAlgorithm):
     description = "Differentiable Soft Quantization (tanh soft rounding, alpha 0.4)"
     weight_quantizer = DSQWeightQuantizer
     act_quantizer = DSQActQuantizer
+    paper_calib = ("minmax", "batch_minmax")  # algo.init=paper: activations start from DSQ's own BatchMinMax EMA
     defaults: dict[str, Any] = {"alpha": DSQ_ALPHA}
 
     def check(self, cfg: Any) -> None:

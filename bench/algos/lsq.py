@@ -10,8 +10,13 @@ per-channel profiles) initialised from the calibrated scale (``calib=norm`` is t
 - asymmetric profiles learn the zero point too (LSQ+ style, MQBench App. F): ``dx_hat/dz = 0`` inside,
   ``-s`` where clamped, with the same gradient scale; the forward pass rounds it (``round(z)``, half up).
 
-Power-of-two profiles (TVM) use ``2 ** round(log2 s)`` in the forward pass with a straight-through gradient.
-PyTorch's fused ``_fake_quantize_learnable_per_{tensor,channel}_affine`` compute exactly these rules in one kernel.
+"Clamped" is decided on ``x / s + z`` before rounding, as in the LSQ paper (:mod:`bench.quant.lsq`, the default
+``algo.params.kernel=paper``). ``algo.params.kernel=torch`` uses PyTorch's fused
+``_fake_quantize_learnable_per_{tensor,channel}_affine`` instead (MQBench's kernel), which decides it after rounding:
+for ``x / s + z`` within half a step beyond the grid it gives ``round(v) - v`` and ``dx = 1``; it rounds half to even,
+so it is refused on profiles whose target rounds otherwise (TVM). Activations round like the target
+(``spec.rounding``). Power-of-two profiles (TVM) use ``2 ** round(log2 s)`` in the forward pass with a
+straight-through gradient.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 import torch
 
 from bench.algos.qat import LearnableQuantizer, QATAlgorithm, lsq_grad_factor, positive, pot_ste
+from bench.errors import BenchError
+from bench.quant.lsq import KERNELS, lsq_fake_quantize
 
 
 class LSQQuantizer(LearnableQuantizer):
@@ -47,11 +54,9 @@ class LSQQuantizer(LearnableQuantizer):
             with torch.no_grad():  # the zero point stays on the integer grid (MQBench clamps it likewise)
                 self.z.clamp_(qmin, qmax)
         axis = self.ch_axis
-        if axis is None:
-            g = lsq_grad_factor(x.numel(), qmax)
-            return torch._fake_quantize_learnable_per_tensor_affine(x, s.reshape(1), z.reshape(1), qmin, qmax, g)
-        g = lsq_grad_factor(x.numel() // x.shape[axis], qmax)
-        return torch._fake_quantize_learnable_per_channel_affine(x, s, z, axis, qmin, qmax, g)
+        g = lsq_grad_factor(x.numel() if axis is None else x.numel() // x.shape[axis], qmax)
+        return lsq_fake_quantize(x, s, z, qmin, qmax, g, axis, self.spec.rounding, str(self.params.get("kernel",
+                                                                                                       "paper")))
 
     def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         s = self._scale().detach()
@@ -68,5 +73,20 @@ class LSQ(QATAlgorithm):
     description = "Learned Step Size Quantization (learned scale, LSQ gradient scaling)"
     weight_quantizer = LSQQuantizer
     act_quantizer = LSQQuantizer
-    paper_calib = ("norm", "norm")  # algo.params.init=paper: the LSQ initialisation 2 mean|x| / sqrt(Qp)
-    defaults: dict[str, Any] = {}
+    paper_calib = ("norm", "norm")  # algo.init=paper: the LSQ initialisation 2 mean|x| / sqrt(Qp)
+    defaults: dict[str, Any] = {"kernel": "paper"}
+
+    def check(self, cfg: Any) -> None:
+        super().check(cfg)
+        check_kernel(self.name, self.params(cfg), cfg)
+
+
+def check_kernel(name: str, params: dict[str, Any], cfg: Any) -> None:
+    """``algo.params.kernel`` is known, and ``torch`` (half-to-even rounding) only where the target rounds so."""
+    kernel = str(params["kernel"])
+    if kernel not in KERNELS:
+        raise BenchError(f"unknown algo.params.kernel {kernel!r} for algo={name}; accepted: {', '.join(KERNELS)}")
+    rounding = cfg.hw.deploy.rounding
+    if kernel == "torch" and rounding != "half_even":
+        raise BenchError(f"algo.params.kernel=torch rounds half to even, but hw={cfg.hw.name} rounds {rounding} "
+                         "(hw.deploy.rounding); accepted: algo.params.kernel=paper")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from bench.algos.lsq import LSQQuantizer
+from bench.algos.lsq import LSQQuantizer, check_kernel
 from bench.algos.qat import QATAlgorithm
 from bench.quant.spec import QuantSpec
 
@@ -30,7 +30,11 @@ class LSQPlus(QATAlgorithm):
     weight_quantizer = LSQQuantizer
     act_quantizer = LSQQuantizer
     paper_calib = ("meanstd", "mse")
-    defaults: dict[str, Any] = {}
+    defaults: dict[str, Any] = {"kernel": "paper"}
+
+    def check(self, cfg: Any) -> None:
+        super().check(cfg)
+        check_kernel(self.name, self.params(cfg), cfg)
 
     def adapt_spec(self, spec: QuantSpec, kind: str) -> QuantSpec:
         if kind == "act" and spec.signed is None:  # adaptive (academic): asymmetric grid with a learned offset

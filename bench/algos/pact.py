@@ -63,7 +63,7 @@ class PACTActQuantizer(LearnableQuantizer):
         qmin, qmax = self.qrange
         lo, hi, s, z = self._grid()
         y = torch.where(x >= hi, hi, torch.where(x <= lo, lo, x))  # no split gradients at the clip points
-        q = fake_quantize(y.detach(), s.detach(), z.detach().to(torch.int32), qmin, qmax)
+        q = fake_quantize(y.detach(), s.detach(), z.detach().to(torch.int32), qmin, qmax, None, self.spec.rounding)
         return ste(y, q)
 
     def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,7 +41,6 @@ from bench.quant.spec import QuantSpec
 
 log = logging.getLogger(__name__)
 
-INIT_MODES = ("calib", "paper")
 
 
 def grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
@@ -77,7 +76,7 @@ class LearnableQuantizer(FakeQuantize):
     """Base of the QAT quantizers.
 
     Calibration fills ``scale`` / ``zero_point`` as for PTQ; :meth:`init_learned` then sets the algorithm's own
-    parameters from them (or from the paper's constants with ``algo.params.init=paper``) and :meth:`quantize`
+    parameters from them (or from the paper's constants with ``algo.init=paper``) and :meth:`quantize`
     is the algorithm's forward. :meth:`sync_qparams` writes the effective grid back into the buffers (report,
     export) and :meth:`learned` lists the learned values for ``qparams.json``.
     """
@@ -85,7 +84,7 @@ class LearnableQuantizer(FakeQuantize):
     def __init__(self, spec: QuantSpec, kind: str, observer: Any | None = None, params: dict | None = None) -> None:
         super().__init__(spec, kind, observer)
         self.params = dict(params or {})
-        self.init_mode = str(self.params.get("init", "calib"))
+        self.init_mode = str(self.params.get("init", "calib"))  # the factory passes algo.init
         for name in self.lazy_params:  # created by init_learned (or a loaded state dict); None until then
             setattr(self, name, None)
 
@@ -119,6 +118,10 @@ class LearnableQuantizer(FakeQuantize):
         """The ``(scale, zero_point)`` of the grid the quantized values lie on (``x``: the weight, for quantizers
         whose grid follows the tensor). Default: the buffers."""
         return self.scale, self.zero_point
+
+    def grid(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        s, z = self.effective_qparams(x)
+        return s.detach(), z.detach()
 
     @torch.no_grad()
     def sync_qparams(self, x: torch.Tensor | None = None) -> None:
@@ -177,9 +180,10 @@ class QATAlgorithm(QuantizedAlgorithm):
     weight_quantizer: type[LearnableQuantizer]
     act_quantizer: type[LearnableQuantizer]
     academic_only: str | None = None
-    # observers (weight, act) of the original paper's initialisation, used with algo.params.init=paper
-    paper_calib: tuple[str, str] | None = None
-    defaults: dict[str, Any] = {"init": "calib", "qparam_weight_decay": 0.0}
+    # observers (weight, act) of the original paper's initialisation, used with algo.init=paper (for algorithms
+    # whose paper sets constants -- PACT's 6, APoT's 3 / 6 -- or rules, they only decide adaptive signedness)
+    paper_calib: tuple[str, str] = ("minmax", "minmax")
+    defaults: dict[str, Any] = {"qparam_weight_decay": 0.0}
 
     def params(self, cfg: DictConfig) -> dict[str, Any]:
         """``algo.params`` over the algorithm's defaults; unknown keys are a one-line error."""
@@ -188,8 +192,6 @@ class QATAlgorithm(QuantizedAlgorithm):
     def check(self, cfg: DictConfig) -> None:
         super().check(cfg)
         p = self.params(cfg)
-        if p["init"] not in INIT_MODES:
-            raise BenchError(f"unknown algo.params.init {p['init']!r}; accepted: {', '.join(INIT_MODES)}")
         if float(p["qparam_weight_decay"]) < 0:
             raise BenchError(f"algo.params.qparam_weight_decay={p['qparam_weight_decay']} must be >= 0")
         if self.academic_only and bool(cfg.hw.hardware_target):
@@ -200,21 +202,26 @@ class QATAlgorithm(QuantizedAlgorithm):
             )
 
     def factory(self, ctx: CellContext) -> QuantizerFactory:
-        return self.quantizer_factory(self.params(ctx.cfg))
+        return self.quantizer_factory({**self.params(ctx.cfg), "init": str(ctx.cfg.algo.init)})
 
     def quantizer_factory(self, params: dict[str, Any]) -> QuantizerFactory:
-        """The factory building this algorithm's quantizers with ``params`` (see :meth:`params`)."""
-        paper = params["init"] == "paper" and self.paper_calib is not None
+        """The factory building this algorithm's quantizers with ``params`` (see :meth:`params`; ``init``: the
+        ``algo.init`` mode, ``paper`` when absent)."""
+        paper = params.get("init", "paper") == "paper"
+        params = {**params, "init": "paper" if paper else "calib"}
 
         def make(spec: QuantSpec, kind: str, observer: str) -> FakeQuantize:
             cls = self.weight_quantizer if kind == "weight" else self.act_quantizer
             spec = self.adapt_spec(spec, kind)
             if paper:
-                assert self.paper_calib is not None
                 observer = self.paper_calib[0 if kind == "weight" else 1]
             return cls(spec, kind, build_observer(observer, spec), params)
 
         return make
+
+    def init_calib(self, cfg: DictConfig) -> tuple[str, str]:
+        """The (weight, act) observers that initialise the cell's quantizers: the paper's, or ``calib.*``."""
+        return self.paper_calib if cfg.algo.init == "paper" else (str(cfg.calib.weight), str(cfg.calib.act))
 
     def adapt_spec(self, spec: QuantSpec, kind: str) -> QuantSpec:
         """Hook for algorithms that change the grid format within what the profile allows (LSQ+)."""
@@ -246,7 +253,8 @@ class QATAlgorithm(QuantizedAlgorithm):
         write_qparams(gm, path)
         out: dict[str, Any] = {
             "status": result.status, "train_epochs": result.epochs_done, "qparams_json": path.name,
-            "train_steps_per_epoch": steps, "qat_params": params,
+            "train_steps_per_epoch": steps, "qat_params": params, "qat_init": str(cfg.algo.init),
+            "init_observers": list(self.init_calib(cfg)),
             "resumed_from_epoch": int(resume["epoch"]) if resume else 0,  # > 0: an interrupted cell went on
         }
         if result.status != "ok":

@@ -10,9 +10,11 @@ from bench.errors import BenchError
 
 SUMMARY = (
     "Trains the FP32 baseline of an arch on a dataset with the baseline recipe (baseline=<data> group), or loads\n"
-    "it if cached, and prints its accuracy. Cache: cache_dir, else $BENCH_CACHE, else ~/.cache/bench, keyed by the\n"
-    "hash of arch, dataset fingerprint and recipe. An interrupted pretraining resumes from its last epoch.\n"
-    "`run` calls the same code when a cell needs a baseline that is not cached yet."
+    "it if cached, and prints its accuracy next to the shipped baseline's (bench/shipped/manifest.json): this\n"
+    "reproduces a shipped baseline from its recipe. Cache: cache_dir, else $BENCH_CACHE, else ~/.cache/bench, keyed\n"
+    "by the hash of arch, dataset fingerprint and recipe. An interrupted pretraining resumes from its last epoch.\n"
+    "Cells start from the shipped baseline (arch.pretrained=true, the *_mini default) and never train one; with\n"
+    "arch.pretrained=false `run` calls this same code when the recipe's baseline is not cached yet."
 )
 EXAMPLES = [
     "python -m bench pretrain arch=resnet18_mini",
@@ -34,7 +36,7 @@ def task(cfg: DictConfig) -> None:
     import torch
 
     from bench import baselines
-    from bench.config import validate
+    from bench.config import num_workers, validate
     from bench.data import build_data
     from bench.engine import evaluate
     from bench.engine.metrics import MetricsWriter
@@ -48,10 +50,11 @@ def task(cfg: DictConfig) -> None:
         data = build_data(
             cfg.data.name, root=cfg.data.root, batch_size=baselines.batch_size(cfg.baseline, cfg.arch),
             eval_batch_size=cfg.data.eval_batch_size, seed=int(cfg.baseline.seed), augment=bool(cfg.data.augment),
-            num_workers=int(cfg.data.num_workers),
+            num_workers=num_workers(cfg.data.num_workers),
         )
-        model, meta = baselines.load_or_train(cfg, data, MetricsWriter(f"{out}/metrics.jsonl"))
+        model, meta = baselines.load_or_train(cfg, data, MetricsWriter(f"{out}/metrics.jsonl"), train_recipe=True)
         ev = evaluate(model, data.test, cfg.debug.max_eval_batches)
+        shipped = baselines.shipped_entry(cfg.arch.name, cfg.data.name)
     except BenchError as e:
         remove_if_empty_run_dir(out, cfg.runs_dir)
         raise SystemExit(str(e)) from None
@@ -66,12 +69,19 @@ def task(cfg: DictConfig) -> None:
         "train_s": meta.get("train_s"),
         "data_fingerprint": data.fingerprint,
         "params": sum(p.numel() for p in model.parameters()),
+        "sha256": meta.get("sha256"),
+        "shipped_top1": shipped["top1"] if shipped else None,
+        "shipped_sha256": shipped["sha256"] if shipped else None,
     }
     summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
     write_json_atomic(f"{out}/baseline.json", summary)
     how = f"trained in {meta['train_s']:.0f} s" if meta["source"] == "trained" else f"loaded ({meta['source']})"
     print(f"FP32 {cfg.arch.name} on {cfg.data.name}: top-1 {ev['top1']:.2f}% top-5 {ev['top5']:.2f}% "
           f"({how}; {meta['path']})")
+    if shipped:
+        same = "bit-identical weights" if meta.get("sha256") == shipped.get("weights_sha256") else "other weights"
+        print(f"shipped baseline: top-1 {shipped['top1']:.2f}% top-5 {shipped.get('top5', float('nan')):.2f}%; "
+              f"this one differs by {ev['top1'] - shipped['top1']:+.2f} points top-1 ({same})")
 
 
 def main(argv: list[str]) -> int:

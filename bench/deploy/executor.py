@@ -14,13 +14,16 @@ calibration or training) and computes every layer with integers, as the profile'
 - ReLU / ReLU6 / hardtanh / CLE's per-channel clip stay pending and are applied as clamps when the tensor is
   requantized (``clamp(requant(acc), q(lo), q(hi))``, exact), or on the accumulator where it is read directly;
 - an activation quantizer requantizes to its grid: ``q = clamp(requant(q_in - z_in, s_in / s_out) + z_out)`` with the
-  profile's ``deploy.requant`` / ``deploy.rounding`` (``bench.deploy.fixedpoint``);
-- a residual add rescales both inputs to a common fine grid (``2 max(s_a, s_b) / 2^20``, TFLite's left shift of 20)
-  and adds integers; average pooling sums codes (scale ``s / N``); max pooling and flatten act on codes;
+  profile's ``deploy.requant`` / ``deploy.rounding`` (``bench.quant.fixedpoint``);
+- a residual add of two quantized tensors rescales both inputs to a common fine grid (``2 max(s_a, s_b) / 2^20``,
+  TFLite's left shift of 20) and adds integers; average pooling sums codes (scale ``s / N``) and its re-quantizer
+  divides by ``N`` with the target's arithmetic; max pooling and flatten act on codes;
 - the logits are the last accumulators times their scale (``s_x s_w`` per class).
 
-Profiles whose graph leaves float tensors between quantized layers (graph 1: academic, ACL) are executed the same
-way: such a tensor stays a wide integer tensor (accumulator precision) until the next quantizer.
+Where a target leaves a tensor in float between integer layers it is a :class:`FloatTensor` (float32): the layers of
+graph 1 (academic, ACL: "the rest of the network in FP32", MQBench App. E) dequantize their accumulators, and a
+residual add fused with the conv of its main branch (graph 2, TensorRT) adds in the kernel's fp32 epilogue. A float
+tensor is quantized like the network input (``round(x / s) + z`` with the target's rounding).
 """
 
 from __future__ import annotations
@@ -36,9 +39,9 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.deploy.fixedpoint import requantize
 from bench.errors import BenchError
 from bench.quant.clip import ChannelClip
+from bench.quant.fixedpoint import requantize, round_float
 from bench.quant.insert import TiedRequant, convert_folded
 from bench.quant.qmodules import QuantConv2d, QuantConvBn2d, QuantLinear
 from bench.quant.quantizer import FakeQuantize
@@ -102,6 +105,23 @@ class IntTensor:
 
 
 @dataclass
+class FloatTensor:
+    """A tensor the target holds in float32 (see the module docstring)."""
+
+    v: Tensor
+
+
+def _f32(x: IntTensor | FloatTensor) -> Tensor:
+    # the float32 values a target computes from codes (dequantized accumulators, or s * (q - z))
+    if isinstance(x, FloatTensor):
+        return x.v
+    m = x.materialized()
+    if m.grid is None:
+        return m.value().to(torch.float32)
+    return (m.q - m._bc(m.zero)).to(torch.float32) * m._bc(m.scale).to(torch.float32)
+
+
+@dataclass
 class LayerStats:
     """Per weighted layer: the largest |accumulator| seen and how many saturated at int32."""
 
@@ -124,8 +144,10 @@ class IntegerExecutor:
     """Integer-only execution of a prepared model (see the module docstring). ``requant`` / ``rounding`` are the
     profile's ``deploy`` settings. The model is copied; it must be calibrated (every quantizer enabled)."""
 
-    def __init__(self, gm: fx.GraphModule, requant: str = "float32", rounding: str = "half_even") -> None:
-        self.requant, self.rounding = requant, rounding
+    def __init__(self, gm: fx.GraphModule, requant: str = "float32", rounding: str = "half_even",
+                 float_between: bool = False) -> None:
+        # float_between: graph 1 targets run everything but the weighted layers in float32
+        self.requant, self.rounding, self.float_between = requant, rounding, float_between
         self.gm = convert_folded(copy.deepcopy(gm)).eval()
         self.weighted: dict[str, _Weighted] = {}
         self.stats: dict[str, LayerStats] = {}
@@ -144,8 +166,9 @@ class IntegerExecutor:
         return self.run(x).value().to(torch.float32)
 
     @torch.no_grad()
-    def run(self, x: Tensor) -> IntTensor:
-        """The output as an :class:`IntTensor` (accumulators and their per-class scale)."""
+    def run(self, x: Tensor, trace: dict[str, IntTensor] | None = None) -> IntTensor:
+        """The output as an :class:`IntTensor` (accumulators and their per-class scale). ``trace``: filled with the
+        codes every activation quantizer (and pooling re-quantizer) produced, by node name."""
         env: dict[fx.Node, Any] = {}
         out: Any = None
         for node in self.gm.graph.nodes:
@@ -155,6 +178,9 @@ class IntegerExecutor:
                 out = env[node.args[0]]
             else:
                 env[node] = self._node(node, env)
+                if trace is not None and node.op == "call_module" and isinstance(
+                        self.gm.get_submodule(str(node.target)), FakeQuantize | TiedRequant):
+                    trace[node.name] = env[node]
         if not isinstance(out, IntTensor):
             raise NotExecutable("the model output is not an integer tensor (no quantized layer before it)")
         return out.materialized()
@@ -168,7 +194,7 @@ class IntegerExecutor:
             if isinstance(m, FakeQuantize):
                 return self._quantize(args[0], m)
             if isinstance(m, TiedRequant):
-                return self._quantize(args[0], m.source)
+                return self._quantize(args[0], m.source, m)
             if node.name in self.weighted:
                 return self._weighted(args[0], self.weighted[node.name], self.stats[node.name], node.name)
             if isinstance(m, nn.ReLU):
@@ -180,7 +206,7 @@ class IntegerExecutor:
             if isinstance(m, ChannelClip):
                 return _clamp(args[0], 0.0, m.upper.to(torch.float64), node)
             if isinstance(m, nn.AdaptiveAvgPool2d | nn.AvgPool2d):
-                return _avgpool(args[0], m, node)
+                return _avgpool(args[0], m, node, self.float_between)
             if isinstance(m, nn.MaxPool2d):
                 return _maxpool(args[0], node, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
             if isinstance(m, _PASS_MODULES):
@@ -201,7 +227,7 @@ class IntegerExecutor:
             if t in _CAT_FUNCS:
                 return self._cat(list(args[0]), node.kwargs.get("dim", args[1] if len(args) > 1 else 0), node)
             if t is F.adaptive_avg_pool2d:
-                return _avgpool(args[0], nn.AdaptiveAvgPool2d(args[1]), node)
+                return _avgpool(args[0], nn.AdaptiveAvgPool2d(args[1]), node, self.float_between)
             if t in (torch.flatten, torch.reshape):
                 rest, kw = args[1:], dict(node.kwargs)
                 return _reshape(args[0], node, lambda q: t(q, *rest, **kw))
@@ -220,20 +246,28 @@ class IntegerExecutor:
         what = getattr(node.target, "__name__", node.target)
         raise NotExecutable(f"not integer-executable: node {node.name} ({node.op} {what})")
 
-    def _quantize(self, x: Any, fq: FakeQuantize) -> IntTensor:
+    def _quantize(self, x: Any, fq: FakeQuantize, tied: TiedRequant | None = None) -> IntTensor:
         qmin, qmax = fq.qrange
+        rounding = fq.spec.rounding
         s = fq.scale.detach().to(torch.float64).reshape(-1)
         z = fq.zero_point.detach().to(torch.int64).reshape(-1)
         s, z = (s[0], z[0]) if s.numel() == 1 else (s, z)
+        if isinstance(x, FloatTensor) or (isinstance(x, IntTensor) and x.grid is None and self.float_between):
+            x = _f32(x)  # a float tensor of the target: quantized as the input is
         if isinstance(x, Tensor):  # the network input: the host quantizes it (the fake-quant formula, bit for bit)
             shape = [1, -1] + [1] * (x.dim() - 2)
             sf = fq.scale.detach().float().reshape(shape if s.dim() else [])
             zf = fq.zero_point.detach().reshape(shape if s.dim() else [])
-            q = torch.clamp(torch.round(x * sf.reciprocal()) + zf, qmin, qmax).to(torch.int64)
+            q = torch.clamp(round_float(x * sf.reciprocal(), rounding) + zf, qmin, qmax).to(torch.int64)
             return IntTensor(q, s, z, (qmin, qmax))
-        lo_code, hi_code = _clamp_codes(x, s, z, qmin, qmax)
+        lo_code, hi_code = _clamp_codes(x, s, z, qmin, qmax, rounding)
         mult = _bc(x.scale, x.q.dim()) / _bc(s, x.q.dim())
-        q = requantize(x.q - _bc(x.zero, x.q.dim()), mult, self.requant, self.rounding) + _bc(z, x.q.dim())
+        mode = self.requant
+        if tied is not None and x.grid is None and x.scale.dim() == 0:  # a pooled sum of N codes: 1 / N
+            ratio = float(s / x.scale)
+            if abs(ratio - round(ratio)) < 1e-6:
+                mode = tied.mode(int(round(ratio)))
+        q = requantize(x.q - _bc(x.zero, x.q.dim()), mult, mode, self.rounding) + _bc(z, x.q.dim())
         q = torch.minimum(torch.maximum(q, lo_code), hi_code)
         return IntTensor(q, s, z, (qmin, qmax))
 
@@ -269,9 +303,11 @@ class IntegerExecutor:
         q = q + _bc(torch.round(c / new_scale).to(torch.int64), q.dim())
         return IntTensor(q, new_scale, zero)
 
-    def _add(self, a: Any, b: Any, node: fx.Node) -> IntTensor:
-        if not (isinstance(a, IntTensor) and isinstance(b, IntTensor)):
-            raise NotExecutable(f"not integer-executable: add {node.name} has a float input")
+    def _add(self, a: Any, b: Any, node: fx.Node) -> IntTensor | FloatTensor:
+        if not all(isinstance(t, IntTensor | FloatTensor) for t in (a, b)):
+            raise NotExecutable(f"not integer-executable: add {node.name} has an input outside the integer graph")
+        if any(isinstance(t, FloatTensor) or t.grid is None for t in (a, b)):
+            return FloatTensor(_f32(a) + _f32(b))  # a dequantized accumulator: the fp32 epilogue / float layers
         a, b = a.materialized(), b.materialized()
         # the common grid: 2^19 times finer than a quantized input (TFLite: 2 s_max / 2^20), an accumulator's own
         # (already fine) scale for a wide input; the coarsest of these keeps the sum within int32
@@ -287,9 +323,11 @@ class IntegerExecutor:
             self.stats.setdefault(name, LayerStats()).overflows += over
         return q.clamp(-INT32_MAX - 1, INT32_MAX)
 
-    def _cat(self, parts: list[Any], dim: int, node: fx.Node) -> IntTensor:
-        if not all(isinstance(p, IntTensor) for p in parts):
-            raise NotExecutable(f"not integer-executable: cat {node.name} has a float input")
+    def _cat(self, parts: list[Any], dim: int, node: fx.Node) -> IntTensor | FloatTensor:
+        if not all(isinstance(p, IntTensor | FloatTensor) for p in parts):
+            raise NotExecutable(f"not integer-executable: cat {node.name} has an input outside the integer graph")
+        if any(isinstance(p, FloatTensor) or (p.grid is None and self.float_between) for p in parts):
+            return FloatTensor(torch.cat([_f32(p) for p in parts], dim))
         parts = [p.materialized() for p in parts]
         same = all(p.scale.dim() == 0 and torch.equal(p.scale, parts[0].scale) and torch.equal(p.zero, parts[0].zero)
                    for p in parts)
@@ -316,7 +354,17 @@ def _check_quantizer(fq: FakeQuantize, name: str) -> None:
         raise NotExecutable(f"not integer-executable: quantizer {name} is {state}")
 
 
-def _clamp(x: Any, lo: float | Tensor | None, hi: float | Tensor | None, node: fx.Node) -> IntTensor:
+def _clamp(x: Any, lo: float | Tensor | None, hi: float | Tensor | None, node: fx.Node) -> IntTensor | FloatTensor:
+    if isinstance(x, FloatTensor):
+        v = x.v
+        shape = [1, -1] + [1] * (v.dim() - 2)
+        if lo is not None:
+            lo_t = torch.as_tensor(lo, dtype=torch.float32)
+            v = torch.maximum(v, lo_t.reshape(shape) if lo_t.dim() else lo_t)
+        if hi is not None:
+            hi_t = torch.as_tensor(hi, dtype=torch.float32)
+            v = torch.minimum(v, hi_t.reshape(shape) if hi_t.dim() else hi_t)
+        return FloatTensor(v)
     if not isinstance(x, IntTensor):
         raise NotExecutable(f"not integer-executable: activation {node.name} on a float tensor")
 
@@ -329,16 +377,18 @@ def _clamp(x: Any, lo: float | Tensor | None, hi: float | Tensor | None, node: f
     return IntTensor(x.q, x.scale, x.zero, x.grid, new_lo, new_hi)
 
 
-def _clamp_codes(x: IntTensor, s: Tensor, z: Tensor, qmin: int, qmax: int) -> tuple[Tensor, Tensor]:
+def _clamp_codes(x: IntTensor, s: Tensor, z: Tensor, qmin: int, qmax: int, rounding: str) -> tuple[Tensor, Tensor]:
     """The output-grid codes of the pending clamps (quantized with the fake-quant rounding: exact by monotonicity)."""
     nd = x.q.dim()
     lo = torch.full((), qmin, dtype=torch.int64)
     hi = torch.full((), qmax, dtype=torch.int64)
     sf, zf = _bc(s, nd).float(), _bc(z, nd)
     if x.lo is not None:
-        lo = torch.clamp(torch.round(_bc(x.lo, nd).float() * sf.reciprocal()) + zf, qmin, qmax).to(torch.int64)
+        lo = torch.clamp(round_float(_bc(x.lo, nd).float() * sf.reciprocal(), rounding) + zf, qmin, qmax)
+        lo = lo.to(torch.int64)
     if x.hi is not None:
-        hi = torch.clamp(torch.round(_bc(x.hi, nd).float() * sf.reciprocal()) + zf, qmin, qmax).to(torch.int64)
+        hi = torch.clamp(round_float(_bc(x.hi, nd).float() * sf.reciprocal(), rounding) + zf, qmin, qmax)
+        hi = hi.to(torch.int64)
     return lo, hi
 
 
@@ -389,7 +439,9 @@ def _integer_weights(m: nn.Module, name: str) -> _Weighted:
                      bn_ac, kw)
 
 
-def _avgpool(x: Any, m: nn.Module, node: fx.Node) -> IntTensor:
+def _avgpool(x: Any, m: nn.Module, node: fx.Node, float_between: bool = False) -> IntTensor | FloatTensor:
+    if isinstance(x, FloatTensor) or (isinstance(x, IntTensor) and x.grid is None and float_between):
+        return FloatTensor(m(_f32(x)))
     if not isinstance(x, IntTensor) or x.q.dim() != 4:
         raise NotExecutable(f"not integer-executable: pooling {node.name} on a float tensor")
     x = x.materialized()
@@ -415,7 +467,9 @@ def _avgpool(x: Any, m: nn.Module, node: fx.Node) -> IntTensor:
     return IntTensor(avg, x.scale, torch.zeros_like(x.zero))
 
 
-def _maxpool(x: Any, node: fx.Node, *pool: Any) -> IntTensor:
+def _maxpool(x: Any, node: fx.Node, *pool: Any) -> IntTensor | FloatTensor:
+    if isinstance(x, FloatTensor):
+        return FloatTensor(F.max_pool2d(x.v, *pool))
     if not isinstance(x, IntTensor):
         raise NotExecutable(f"not integer-executable: max pooling {node.name} on a float tensor")
     x = x.materialized()
@@ -424,7 +478,9 @@ def _maxpool(x: Any, node: fx.Node, *pool: Any) -> IntTensor:
     return IntTensor(q.to(torch.int64), x.scale, x.zero, x.grid)
 
 
-def _reshape(x: Any, node: fx.Node, fn: Any) -> IntTensor:
+def _reshape(x: Any, node: fx.Node, fn: Any) -> IntTensor | FloatTensor:
+    if isinstance(x, FloatTensor):
+        return FloatTensor(fn(x.v))
     if not isinstance(x, IntTensor):
         raise NotExecutable(f"not integer-executable: {node.name} on a float tensor")
     per_channel = x.scale.dim() == 1 or x.zero.dim() == 1 or (x.lo is not None and x.lo.dim() == 1) or (

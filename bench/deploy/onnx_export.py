@@ -72,6 +72,7 @@ class _WeightedExport(nn.Module):
         self.weight_qdq = _qdq(fq, f"{name}.weight_fq")
         # the values the fake-quant model multiplies with: on the grid, so the QDQ below leaves them unchanged
         self.weight = nn.Parameter(fq(w.detach()).detach().clone(), requires_grad=False)
+        b = m.int_bias(b, w) if b is not None else None  # the integer bias the fake-quant model adds (s_x s_w grid)
         self.bias = None if b is None else nn.Parameter(b.detach().clone(), requires_grad=False)
         self.conv = {"stride": m.conv.stride, "padding": m.conv.padding, "dilation": m.conv.dilation,
                      "groups": m.conv.groups} if isinstance(m, QuantConv2d) else None
@@ -97,7 +98,9 @@ def export_form(gm: fx.GraphModule) -> fx.GraphModule:
         if isinstance(m, FakeQuantize):
             new: nn.Module = _qdq(m, target)
         elif isinstance(m, TiedRequant):
+            # QuantizeLinear of the averaged float: the same as the integer sum requantized by 1 / N up to ties
             new = _qdq(m.source, target)
+            node.args = node.args[:1]
         elif isinstance(m, QuantConv2d | QuantLinear):
             new = _WeightedExport(m, target)
         else:

@@ -4,7 +4,8 @@ Weight quantization shifts the expected output of a layer by ``E[(W_q - W) x] = 
 output channel from the layer's bias restores ``E[y_q] = E[y]`` at no inference cost. Two estimates of the shift:
 
 - empirical: ``E[y_q] - E[y]`` measured on calibration images, layer by layer in graph order, each layer seeing the
-  quantized model with the layers before it already corrected;
+  quantized model with the layers before it already corrected (the corrected bias is an integer on the target's
+  accumulator grid, ``bench.quant.qmodules``: it is aimed at the unrounded value, half a grid step away at most);
 - analytic (data-free): ``dW E[x]`` with ``E[x]`` the mean of a clipped normal, the preceding layer's pre-activation
   taken to be ``N(beta, gamma^2)`` from its BatchNorm (a ``QuantConvBn2d``'s BN or a CLE ``FoldedConv2d``'s
   ``bn_beta`` / ``bn_gamma``) and the clip that of the activation in between (ReLU, ReLU6 / Hardtanh, ChannelClip).
@@ -150,7 +151,13 @@ def _empirical(gm: fx.GraphModule, layers: list[tuple[str, nn.Module]], images: 
                     pass
         finally:
             h.remove()
-        add_output_bias(m, (fp_mean[name] - seen[0] / seen[1]).float())
+        # the shift of the float bias: the measured output includes the rounding of the integer bias, which the
+        # corrected bias is rounded again by (so the correction aims at the unrounded value: error <= half a step)
+        rounding = m.bias_rounding()
+        shift = fp_mean[name] - seen[0] / seen[1]
+        if rounding is not None:
+            shift = shift + rounding.double()
+        add_output_bias(m, shift.float())
 
 
 # ------------------------------------------------------------------------------------------------ analytic
@@ -230,9 +237,10 @@ def _input_mean(gm: fx.GraphModule, node: fx.Node) -> Tensor | None:
     src = node.args[0] if node.args else None
     bounds: tuple[Tensor | float, Tensor | float] | None = None
     while isinstance(src, fx.Node) and src.op in ("call_module", "call_function", "call_method"):
-        if len([a for a in (*src.args, *src.kwargs.values()) if isinstance(a, fx.Node)]) != 1:
-            return None  # joins branches (add, concat) or takes extra tensors
         m = gm.get_submodule(str(src.target)) if src.op == "call_module" else None
+        tied = isinstance(m, TiedRequant)  # its second argument (the pooling's input) is read for its shape only
+        if not tied and len([a for a in (*src.args, *src.kwargs.values()) if isinstance(a, fx.Node)]) != 1:
+            return None  # joins branches (add, concat) or takes extra tensors
         if isinstance(m, FakeQuantize | TiedRequant):
             pass  # quantization noise is taken to be mean-free
         elif isinstance(m, WEIGHTED):

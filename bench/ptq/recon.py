@@ -37,6 +37,7 @@ from bench.ptq.rounding import AdaRoundQuantizer
 from bench.ptq.units import Unit, capture, graph_input, partition, quant_enabled, subgraph_module
 from bench.quant.fake import EPS, pot_scale
 from bench.quant.insert import WEIGHTED, _set_submodule
+from bench.quant.lsq import lsq_fake_quantize
 from bench.quant.quantizer import FakeQuantize
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def rec_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | No
 
 class ReconActQuantizer(FakeQuantize):
     """An activation quantizer whose step size (and zero point, on asymmetric grids) is learned during
-    reconstruction, starting from the calibrated ``source`` (straight-through rounding, PyTorch's fused LSQ op; a
+    reconstruction, starting from the calibrated ``source`` (straight-through rounding, LSQ's gradients; a
     power-of-two profile keeps the step a power of two in the forward pass). ``drop_prob`` > 0 keeps each element
     in full precision with that probability (QDrop)."""
 
@@ -123,10 +124,13 @@ class ReconActQuantizer(FakeQuantize):
             with torch.no_grad():
                 self.z.clamp_(qmin, qmax)
         z = self.z if self.z is not None else torch.zeros_like(s)
-        q = torch._fake_quantize_learnable_per_tensor_affine(x, s, z, qmin, qmax, 1.0)
+        q = lsq_fake_quantize(x, s, z, qmin, qmax, 1.0, None, self.spec.rounding)
         if self.drop_prob > 0:
             return torch.where(torch.rand_like(x) < self.drop_prob, x, q)
         return q
+
+    def grid(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.effective_qparams()
 
     @torch.no_grad()
     def effective_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:

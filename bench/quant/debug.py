@@ -85,8 +85,8 @@ def _layer_inputs(gm: nn.Module) -> dict[str, list[FakeQuantize]]:
                 found.append(m)
                 break  # the tensor is quantized here; what came before belongs to the layer that produced it
             if isinstance(m, TiedRequant):
-                found.append(m.source)
-            if not isinstance(src.args[0], fx.Node) or len([a for a in src.args if isinstance(a, fx.Node)]) > 1:
+                found.append(m.source)  # its second argument is the pooling's input, read for its shape only
+            elif not isinstance(src.args[0], fx.Node) or len([a for a in src.args if isinstance(a, fx.Node)]) > 1:
                 break  # adds and concatenations join branches: stop there
             src = src.args[0]
         out[str(node.target)] = found

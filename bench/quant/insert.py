@@ -11,11 +11,15 @@
   reads the same tensor stays in float);
   graph 2 (TensorRT): every tensor read by a conv/linear, for all its readers (the deployed tensor is int8);
   each residual add: its inputs quantized except the main-branch conv output, which the add is fused with;
-  average pooling: its input quantized and its output re-quantized with the input's parameters;
+  average pooling: its input quantized and its output re-quantized with the input's parameters, as the target
+  does it: the integer sum of the window's codes requantized by ``1 / N`` (:class:`TiedRequant`);
   graph 3 (FBGEMM, TVM, SNPE): as 2, with every add input quantized.
-  Concatenated branches share one quantizer (graphs 2 and 3). Max pooling, flatten and ReLU keep a quantized
-  tensor on its grid, so nothing is re-quantized after them. The first and last weighted layers (weights and
-  input) use ``first_last_bits``.
+  Concatenated branches share one quantizer (graphs 2 and 3), and the concatenation, already on that grid, gets
+  none of its own. Max pooling, flatten and ReLU keep a quantized tensor on its grid, so nothing is re-quantized
+  after them. The first and last weighted layers (weights and input) use ``first_last_bits``.
+
+Every weighted layer is given the quantizer of its input (``set_input_quantizer``), so that its bias is the integer
+the target adds to the accumulator: ``round(b / (s_x s_w))`` on the grid ``s_x s_w`` (``bench.quant.qmodules``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from torch import nn
 from bench.models.graph import trace
 from bench.quant.clip import ChannelClip
 from bench.quant.fake import fake_quantize
+from bench.quant.fixedpoint import requantize
 from bench.quant.observers import build_observer
 from bench.quant.profiles import HardwareProfile
 from bench.quant.qmodules import QuantConv2d, QuantConvBn2d, QuantLinear
@@ -61,24 +66,56 @@ def default_factory(spec: QuantSpec, kind: str, observer: str) -> FakeQuantize:
 
 
 class TiedRequant(nn.Module):
-    """Re-quantizes with another quantizer's parameters (average pooling keeps its input's scale; App. G)."""
+    """Re-quantizes an average pooling's output with its input quantizer's parameters (App. G), as the integer
+    target computes it: the pooled value times ``N / s`` is the integer sum of the window's centred codes, which is
+    requantized by ``1 / N`` with the target's arithmetic (``requant``, the spec's rounding,
+    ``bench.quant.fixedpoint``).
+    Rounding the float average instead would resolve the frequent exact half-way sums (``N`` even) by float noise.
+    ``window`` is ``N`` (None: the ratio of the input's to the output's spatial size, for adaptive pooling).
+    Gradient: straight through, zero where clamped."""
 
-    def __init__(self, source: FakeQuantize) -> None:
+    def __init__(self, source: FakeQuantize, window: int | None = None, requant: str = "float32") -> None:
         super().__init__()
         self.source_name = ""  # filled by prepare, for reports
         self._source = [source]  # a list: not a submodule, so the source is not registered (or saved) twice
+        self.window = window
+        self.requant = requant
 
     @property
     def source(self) -> FakeQuantize:
         """The quantizer whose scale and zero point are reused."""
         return self._source[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def mode(self, n: int) -> str:
+        """The requantization arithmetic of a sum over ``n`` codes: the profile's, except that a shift target
+        divides by a window that is not a power of two in fp32 (a shift cannot express ``1 / N``)."""
+        return "float32" if self.requant == "shift" and n & (n - 1) else self.requant
+
+    def _n(self, x: torch.Tensor, pool_input: torch.Tensor | None) -> int | None:
+        if self.window is not None:
+            return self.window
+        if pool_input is None or x.dim() != 4 or pool_input.dim() != 4:
+            return None
+        (h, w), (oh, ow) = pool_input.shape[-2:], x.shape[-2:]
+        return (h // oh) * (w // ow) if h % oh == 0 and w % ow == 0 else None
+
+    def forward(self, x: torch.Tensor, pool_input: torch.Tensor | None = None) -> torch.Tensor:
         src = self.source
         if src.observing or not src.active:
             return x
         qmin, qmax = src.qrange
-        return fake_quantize(x, src.scale, src.zero_point, qmin, qmax, src.ch_axis)
+        n = self._n(x, pool_input)
+        if n is None or n <= 1 or src.ch_axis is not None:
+            return fake_quantize(x, src.scale, src.zero_point, qmin, qmax, src.ch_axis, src.spec.rounding)
+        s, z = src.grid()
+        s, z = s.reshape(()).float(), z.reshape(()).float()
+        sums = torch.round(x.detach() * s.reciprocal() * n)  # exact: the pooled value is s * sum / N
+        q = requantize(sums, torch.tensor(1.0 / n, dtype=torch.float64), self.mode(n), src.spec.rounding)
+        q = q.to(x.dtype) + z
+        out = (q.clamp(qmin, qmax) - z) * s
+        if not x.requires_grad:
+            return out
+        return torch.where((q >= qmin) & (q <= qmax), x + (out - x).detach(), out.detach())
 
 
 @dataclass
@@ -231,6 +268,9 @@ def plan(gm: fx.GraphModule, graph: int, a_bits: int, first_last_bits: int | Non
         on_grid: set[fx.Node] = set()
         for n in nodes:
             derived = kinds[n] in ("maxpool", "pass", "relu") and bool(n.args) and n.args[0] in on_grid
+            if kinds[n] == "cat":  # all inputs share one quantizer: the concatenation is on that grid already
+                ins = _tensor_args(n)
+                derived = bool(ins) and all(a in on_grid for a in ins) and len({find(a) for a in ins}) == 1
             if n in pools or derived:
                 want.pop(n, None)
                 on_grid.add(n)
@@ -286,32 +326,65 @@ def prepare(
         fq = made.get(src) or _quantizer_of(gm, src)
         if fq is None:
             continue
-        tied = TiedRequant(fq)
+        tied = TiedRequant(fq, _pool_window(gm, pool), profile.requant)
         tied.source_name = names.get(src, "")
         name = f"requant_{pool.name}"
         gm.add_submodule(name, tied)
         with gm.graph.inserting_after(pool):
-            q = gm.graph.call_module(name, (pool,))
+            q = gm.graph.call_module(name, (pool, pool.args[0]))
         for user in list(pool.users):
             if user is not q:
                 user.replace_input_with(pool, q)
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
+    _link_inputs(gm)
     gm.train(model.training)
     return gm
 
 
+def _pool_window(gm: fx.GraphModule, pool: fx.Node) -> int | None:
+    # N of an average pooling with a fixed window (AvgPool2d without padding); None: inferred from the shapes
+    m = _module(gm, pool)
+    if isinstance(m, nn.AvgPool2d) and m.padding in (0, (0, 0)) and not m.ceil_mode:
+        k = m.kernel_size
+        kh, kw = (k, k) if isinstance(k, int) else k
+        return int(m.divisor_override or kh * kw)
+    return None
+
+
 def _quantizer_of(gm: fx.GraphModule, node: fx.Node) -> FakeQuantize | None:
-    # the quantizer an on-grid tensor came from (through max-pool / flatten / ReLU)
+    # the quantizer an on-grid tensor came from (through max-pool / flatten / ReLU / a shared-grid concatenation)
     while isinstance(node, fx.Node):
         m = _module(gm, node)
         if isinstance(m, FakeQuantize):
             return m
+        if isinstance(m, TiedRequant):
+            return m.source
         if not node.args:
             return None
-        node = node.args[0]
+        node = _tensor_args(node)[0] if _kind(gm, node) == "cat" else node.args[0]
     return None
+
+
+def _link_inputs(gm: fx.GraphModule) -> None:
+    """Give every weighted layer the quantizer of its input (for its integer bias); None where it reads a float."""
+    for node in gm.graph.nodes:
+        m = _module(gm, node)
+        if isinstance(m, WEIGHTED) and node.args and isinstance(node.args[0], fx.Node):
+            m.set_input_quantizer(_quantizer_of(gm, node.args[0]) if _on_grid_chain(gm, node.args[0]) else None)
+
+
+def _on_grid_chain(gm: fx.GraphModule, node: fx.Node) -> bool:
+    # the tensor comes from a quantizer through ops that keep it on its grid (max-pool, flatten, ReLU, concat)
+    while isinstance(node, fx.Node):
+        m = _module(gm, node)
+        if isinstance(m, FakeQuantize | TiedRequant):
+            return True
+        if _kind(gm, node) not in ("maxpool", "pass", "relu", "cat") or not node.args:
+            return False
+        node = _tensor_args(node)[0] if _kind(gm, node) == "cat" else node.args[0]
+    return False
 
 
 def _attach_bn(gm: fx.GraphModule, tensor: fx.Node, fq: FakeQuantize) -> None:

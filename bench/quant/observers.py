@@ -7,7 +7,8 @@ narrow-range grids are handled in one place; MSE scores its candidate ranges thr
 real fake-quantization op, so its search sees the grid actually used (power-of-two snapping included).
 
 Methods (DESIGN.md Sec. 8): ``minmax``, ``mse``, ``kld`` (TensorRT entropy calibration), ``quantile``, ``norm``
-(the LSQ initialisation), ``meanstd`` and ``bn`` (``beta +- 6 gamma``, white paper Sec. 3.1).
+(the LSQ initialisation), ``meanstd``, ``bn`` (``beta +- 6 gamma``, white paper Sec. 3.1) and ``batch_minmax``
+(DSQ's activation range: an EMA of the batch-averaged per-sample min / max, MQBench App. F).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class Observer:
         self.min_val: torch.Tensor | None = None  # running per-row min / max of the raw data, shape (C,)
         self.max_val: torch.Tensor | None = None
         self._range: tuple[torch.Tensor, torch.Tensor] | None = None
+        # pot_snap=mse: a sample of the data to choose between the two powers of two around a scale
+        self._pot_sample = _ColumnSample(POT_SAMPLES, 0) if spec.pot_scale and spec.pot_snap == "mse" else None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec.describe()}, {self.options})"
@@ -86,6 +89,8 @@ class Observer:
             if lo.shape != self.min_val.shape:
                 raise ValueError(f"calib {self.name}: {lo.numel()} channels after {self.min_val.numel()}")
             self.min_val, self.max_val = torch.minimum(self.min_val, lo), torch.maximum(self.max_val, hi)
+        if self._pot_sample is not None:
+            self._pot_sample.add(rows)
         self._accumulate(rows)
 
     def _accumulate(self, rows: torch.Tensor) -> None:
@@ -125,10 +130,38 @@ class Observer:
 
     @torch.no_grad()
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scale (float32) and zero point (int32) for the spec, from the statistics seen so far."""
+        """Scale (float32) and zero point (int32) for the spec, from the statistics seen so far. On power-of-two grids
+        with ``pot_snap=mse`` the scale is the power of two below or above (``round`` / ``ceil`` of ``log2``) with the
+        smaller quantization error on the observed data, per row."""
         lo, hi = self._clip_range()
         self._range = (lo.float(), hi.float())
-        return qparams_from_range(self._range[0], self._range[1], self.spec, self.signed)
+        if self._pot_sample is None or self._pot_sample.data is None:
+            return qparams_from_range(self._range[0], self._range[1], self.spec, self.signed)
+        return best_pot_qparams(self._pot_sample.data, self._range[0], self._range[1], self.spec, self.signed)
+
+
+POT_SAMPLES = 2**18  # values kept to choose between two powers of two (pot_snap=mse)
+
+
+def quant_error(rows: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec, signed: bool,
+                p: float = 2.0) -> torch.Tensor:
+    """Per row of ``rows`` (C, N): the sum of ``|fake_quantize(x) - x|^p`` on the spec's grid with these qparams."""
+    qmin, qmax = spec.qrange(signed)
+    ch_axis = 0 if scale.numel() > 1 else None
+    q = fake_quantize(rows, scale, zero_point, qmin, qmax, ch_axis, spec.rounding)
+    return q.sub_(rows).abs_().pow_(p).sum(dim=1)
+
+
+def best_pot_qparams(rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec, signed: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pot_snap=mse``: the qparams of range ``[lo, hi]`` with the scale snapped down (``round``) or up (``ceil``)
+    to a power of two, whichever quantizes ``rows`` with the smaller squared error (per row; ties keep ``ceil``)."""
+    s_up, z_up = qparams_from_range(lo, hi, spec, signed, snap="ceil")
+    s_rd, z_rd = qparams_from_range(lo, hi, spec, signed, snap="round")
+    if rows.shape[0] != s_up.numel():  # per-tensor qparams over one row of samples
+        rows = rows.reshape(1, -1)
+    better = quant_error(rows, s_rd, z_rd, spec, signed) < quant_error(rows, s_up, z_up, spec, signed)
+    return torch.where(better, s_rd, s_up), torch.where(better, z_rd, z_up)
 
 
 def build_observer(name: str, spec: QuantSpec, **options: Any) -> Observer:
@@ -224,14 +257,17 @@ class MSEObserver(_SampledObserver):
         p, steps = float(self.options["p"]), int(self.options["steps"])
         best_err = torch.full(min_val.shape, math.inf, device=min_val.device)
         best_lo, best_hi = min_val.clone(), max_val.clone()
+        # pot_snap=mse: every candidate range is scored with both neighbouring powers of two
+        snaps = ("ceil", "round") if self.spec.pot_scale and self.spec.pot_snap == "mse" else (None,)
         for i in range(steps, 0, -1):  # widest first: strict improvement below keeps the wider range on ties
             lo, hi = min_val * (i / steps), max_val * (i / steps)
-            scale, zero_point = qparams_from_range(lo, hi, self.spec, signed)
-            diff = fake_quantize(data, scale, zero_point, qmin, qmax, ch_axis)
-            err = diff.sub_(data).abs_().pow_(p).sum(dim=1)
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best_lo, best_hi = torch.where(better, lo, best_lo), torch.where(better, hi, best_hi)
+            for snap in snaps:
+                scale, zero_point = qparams_from_range(lo, hi, self.spec, signed, snap=snap)
+                diff = fake_quantize(data, scale, zero_point, qmin, qmax, ch_axis, self.spec.rounding)
+                err = diff.sub_(data).abs_().pow_(p).sum(dim=1)
+                better = err < best_err
+                best_err = torch.where(better, err, best_err)
+                best_lo, best_hi = torch.where(better, lo, best_lo), torch.where(better, hi, best_hi)
         return best_lo, best_hi
 
 
@@ -443,6 +479,48 @@ class MeanStdObserver(Observer):
         std = (self._m2 / self._n).clamp_min(0.0).sqrt()
         lo, hi = self._mean - k * std, self._mean + k * std
         return torch.maximum(lo, min_val.double()), torch.minimum(hi, max_val.double())
+
+
+@_register("batch_minmax")
+class BatchMinMaxObserver(Observer):
+    """DSQ's "BatchMinMax" activation range (MQBench App. F): per batch, the per-sample min and max averaged over the
+    batch dimension, smoothed across batches with an exponential moving average (``momentum`` 0.9, started from the
+    first batch) -- the statistic DSQ's activation quantizer keeps updating during training. Per-channel specs
+    average each channel's per-sample range; with no batch dimension (a weight per output channel) a row's own
+    min / max is used."""
+
+    OPTIONS: ClassVar[dict[str, Any]] = {"momentum": 0.9}
+
+    def __init__(self, spec: QuantSpec, **options: Any) -> None:
+        super().__init__(spec, **options)
+        self._ema: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        if x.numel() == 0:
+            return
+        super().update(x)
+        x = x.detach().float()
+        axis = self.spec.ch_axis if self.spec.per_channel else None
+        if x.dim() < 2 or axis == 0:  # no batch dimension to average over: the rows' own min / max
+            rows = self._rows(x)
+            lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+        elif axis is None:
+            flat = x.reshape(x.shape[0], -1)
+            lo, hi = flat.amin(dim=1).mean().reshape(1), flat.amax(dim=1).mean().reshape(1)
+        else:  # per channel: each sample's channel min / max, averaged over the batch
+            per = x.movedim(axis, 1).reshape(x.shape[0], x.shape[axis], -1)
+            lo, hi = per.amin(dim=2).mean(dim=0), per.amax(dim=2).mean(dim=0)
+        if self._ema is None:
+            self._ema = (lo, hi)
+        else:
+            m = float(self.options["momentum"])
+            self._ema = (self._ema[0] * m + lo * (1 - m), self._ema[1] * m + hi * (1 - m))
+
+    def _clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._observed()
+        assert self._ema is not None
+        return self._ema
 
 
 @_register("bn")

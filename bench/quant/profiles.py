@@ -12,11 +12,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.config import CONF_DIR, group_options
 from bench.errors import BenchError
+from bench.quant.fixedpoint import REQUANT_MODES, ROUNDINGS
 from bench.quant.spec import QuantSpec
 
 GRAPHS = (1, 2, 3)
 BN_FOLDS = (-1, 0, 1, 2, 3, 4)
-SPEC_KEYS = ("signed", "symmetric", "per_channel", "pot_scale", "narrow_range")
+SPEC_KEYS = ("signed", "symmetric", "per_channel", "pot_scale", "narrow_range", "pot_snap")
 
 
 class ProfileError(BenchError):
@@ -32,7 +33,8 @@ class HardwareProfile:
     2: also add and pooling, the residual add fused with its main-branch conv so only its other input is quantized;
     3: every add/concat input quantized); ``bn_fold`` the default BN-folding strategy (-1 = keep BN in float);
     ``first_last_bits`` the bit-width of the first and last layer (None = the cell's bits); ``hardware_target``
-    whether this is a deployment target (only uniform integer grids) rather than the academic setting.
+    whether this is a deployment target (only uniform integer grids) rather than the academic setting. The activation
+    format rounds like the target requantizes (``act.rounding`` = ``deploy.rounding``).
     """
 
     name: str
@@ -62,12 +64,17 @@ class HardwareProfile:
         """The activation format at ``bits``."""
         return self.act.with_bits(bits)
 
-    def with_overrides(self, graph: int | None = None, bn_fold: int | None = None) -> HardwareProfile:
-        """The profile with ``quant.graph`` / ``quant.bn_fold`` applied (None keeps the profile's value)."""
+    def with_overrides(self, graph: int | None = None, bn_fold: int | None = None,
+                       pot_snap: str | None = None) -> HardwareProfile:
+        """The profile with ``quant.graph`` / ``quant.bn_fold`` / ``quant.pot_snap`` applied (None keeps the
+        profile's value; ``pot_snap`` sets both tensor kinds)."""
+        snap = {} if pot_snap is None else {"weight": replace(self.weight, pot_snap=pot_snap),
+                                            "act": replace(self.act, pot_snap=pot_snap)}
         return replace(
             self,
             graph=self.graph if graph is None else int(graph),
             bn_fold=self.bn_fold if bn_fold is None else int(bn_fold),
+            **snap,
         )
 
 
@@ -76,7 +83,10 @@ def _spec(node: Any, name: str, kind: str) -> QuantSpec:
     unknown = sorted(set(data) - set(SPEC_KEYS))
     if unknown:
         raise ProfileError(f"profile {name}: unknown {kind} key {unknown[0]!r}; accepted: {', '.join(SPEC_KEYS)}")
-    return QuantSpec(bits=8, ch_axis=0, **data)
+    try:
+        return QuantSpec(bits=8, ch_axis=0, **data)
+    except ValueError as e:
+        raise ProfileError(f"profile {name}: {kind} {e}") from None
 
 
 def profile_from_config(hw: DictConfig | dict[str, Any]) -> HardwareProfile:
@@ -87,10 +97,11 @@ def profile_from_config(hw: DictConfig | dict[str, Any]) -> HardwareProfile:
     for key in ("graph", "bn_fold"):
         if type(h.get(key)) is not int:  # noqa: E721  (bool and float are not accepted)
             raise ProfileError(f"profile {name}: {key}={h.get(key)!r} must be an integer")
+    deploy = _deploy(h.get("deploy"), name)
     return HardwareProfile(
         name=name,
         weight=_spec(h.get("weight"), name, "weight"),
-        act=_spec(h.get("act"), name, "act"),
+        act=replace(_spec(h.get("act"), name, "act"), rounding=deploy["rounding"]),
         graph=int(h["graph"]),
         bn_fold=int(h["bn_fold"]),
         first_last_bits=None if h.get("first_last_bits") is None else int(h["first_last_bits"]),
@@ -98,13 +109,11 @@ def profile_from_config(hw: DictConfig | dict[str, Any]) -> HardwareProfile:
         provider=str(h.get("provider", "-")),
         hardware=str(h.get("hardware", "-")),
         description=str(h.get("description", "")),
-        **_deploy(h.get("deploy"), name),
+        **deploy,
     )
 
 
 def _deploy(node: Any, name: str) -> dict[str, str]:
-    from bench.deploy.fixedpoint import REQUANT_MODES, ROUNDINGS
-
     data = dict(node or {})
     unknown = sorted(set(data) - {"requant", "rounding"})
     if unknown:
@@ -133,5 +142,5 @@ def profile_names() -> list[str]:
 
 
 def resolve_profile(cfg: DictConfig) -> HardwareProfile:
-    """The cell's profile: ``cfg.hw`` with ``quant.graph`` / ``quant.bn_fold`` overrides applied."""
-    return profile_from_config(cfg.hw).with_overrides(cfg.quant.graph, cfg.quant.bn_fold)
+    """The cell's profile: ``cfg.hw`` with the ``quant.graph`` / ``quant.bn_fold`` / ``quant.pot_snap`` overrides."""
+    return profile_from_config(cfg.hw).with_overrides(cfg.quant.graph, cfg.quant.bn_fold, cfg.quant.pot_snap)

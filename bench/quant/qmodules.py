@@ -19,6 +19,13 @@ and Eq. (4) ``w_fold = w * gamma / sigma``, ``b_fold = beta + (b - mu) * gamma /
 In evaluation every strategy but -1 computes ``conv(x, fq(w_fold), b_fold)`` with running statistics, the same
 ops as the deployed ``to_folded()`` module, so both give identical outputs.
 
+Integer bias: an integer target adds the bias to the int32 accumulator, as ``round(b / (s_x s_w))`` on the grid
+``s_x s_w`` (input scale times the weight scale of each output channel). Wherever the quantized layer computes its
+deployed form (plain layers, strategies 0-2, and every strategy in evaluation) the bias is rounded onto that grid
+(straight-through), given the layer's input quantizer (``set_input_quantizer``, set by the graph pass) and a uniform
+weight grid. Strategy -1 keeps BN in float and the target applies it as a per-channel rescale ``a = gamma / sigma``
+with an integer bias on the grid ``a s_x s_w``: in evaluation ``bn(conv)`` is computed that way.
+
 "Training" means ``bn.training`` (it follows ``.train()`` / ``.eval()``): putting only ``bn`` in eval mode freezes
 the statistics (the running-statistics path), as BN freezing does late in QAT.
 """
@@ -60,6 +67,69 @@ def fold_conv_bn_weights(
     return w_fold, b_fold
 
 
+def _on_grid(fq: object) -> bool:
+    # a calibrated, active quantizer with a uniform grid (s * (q - z)): its values are integer codes times a scale
+    return (getattr(fq, "calibrated", False) and getattr(fq, "active", False) and getattr(fq, "uniform", False)
+            and hasattr(fq, "grid"))
+
+
+class _InputLinked(nn.Module):
+    """A weighted layer that knows the quantizer of its input (not a submodule: it belongs to the graph)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._input_fq: list[nn.Module] = []
+
+    def set_input_quantizer(self, fq: nn.Module | None) -> None:
+        """The quantizer whose grid the layer's input lies on (None: a float input, no integer bias)."""
+        self._input_fq = [] if fq is None else [fq]
+
+    @property
+    def input_quantizer(self) -> nn.Module | None:
+        """See :meth:`set_input_quantizer`."""
+        return self._input_fq[0] if self._input_fq else None
+
+    def bias_step(self, weight: Tensor) -> Tensor | None:
+        """``s_x s_w`` per output channel, the grid of the integer bias (None when input or weight is not on a
+        uniform grid: calibration, bypass, float input, non-uniform levels)."""
+        fq_x, fq_w = self.input_quantizer, self.weight_fq
+        if fq_x is None or not _on_grid(fq_x) or not _on_grid(fq_w) or fq_x.ch_axis is not None:
+            return None
+        s_x, _ = fq_x.grid()
+        s_w, _ = fq_w.grid(weight)
+        return (s_x.reshape(()) * s_w.reshape(-1)).detach().expand(weight.shape[0])
+
+    @torch.no_grad()
+    def bias_rounding(self) -> Tensor | None:
+        """Per output channel, what the integer bias adds to the evaluated output beyond the float bias (the
+        rounding error ``round(b / g) g - b`` on the bias grid ``g``); None when there is no integer bias."""
+        b, w = self.deployed_bias()
+        step = self.bias_step(w)
+        if b is None or step is None:
+            return None
+        grid = step * self.bias_gain()
+        return torch.round(b / grid) * grid - b
+
+    def deployed_bias(self) -> tuple[Tensor | None, Tensor]:
+        """``(bias, weight)`` as the evaluated (deployed) form adds and quantizes them."""
+        w, b = self.folded_weight_bias()  # type: ignore[attr-defined]
+        return b, w
+
+    def bias_gain(self) -> Tensor | float:
+        """The factor between the accumulator grid ``s_x s_w`` and the grid of the bias in the output (1, or BN's
+        ``gamma / sigma`` where BN stays in float)."""
+        return 1.0
+
+    def int_bias(self, bias: Tensor | None, weight: Tensor) -> Tensor | None:
+        """``bias`` rounded onto the accumulator grid (straight-through), or as it is when there is no grid."""
+        if bias is None:
+            return None
+        step = self.bias_step(weight)
+        if step is None:
+            return bias
+        return bias + (torch.round(bias / step) * step - bias).detach()
+
+
 def _new_conv_like(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None) -> nn.Conv2d:
     # a fresh Conv2d with conv's geometry and new Parameters holding copies of weight / bias
     new = nn.Conv2d(
@@ -88,8 +158,8 @@ def _per_out(gamma: Tensor | None, sigma: Tensor, dim: int) -> Tensor:
     return f.reshape([-1] + [1] * (dim - 1))
 
 
-class QuantConv2d(nn.Module):
-    """Conv2d whose weight goes through ``weight_fq``.
+class QuantConv2d(_InputLinked):
+    """Conv2d whose weight goes through ``weight_fq`` (and whose bias is the target's integer bias).
 
     Holds the original conv (submodule ``conv``), so its weight / bias Parameters are shared, not copied.
     """
@@ -101,15 +171,17 @@ class QuantConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # _conv_forward applies conv's stride / padding (incl. padding_mode) / dilation / groups, as nn.Conv2d does
-        return self.conv._conv_forward(x, self.weight_fq(self.conv.weight), self.conv.bias)
+        w = self.conv.weight
+        return self.conv._conv_forward(x, self.weight_fq(w), self.int_bias(self.conv.bias, w))
 
     def folded_weight_bias(self) -> tuple[Tensor, Tensor | None]:
         """The float weight and bias quantized at deployment: the conv's own."""
         return self.conv.weight, self.conv.bias
 
 
-class QuantLinear(nn.Module):
-    """Linear layer whose weight goes through ``weight_fq``; holds the original module as ``linear`` (shared)."""
+class QuantLinear(_InputLinked):
+    """Linear layer whose weight goes through ``weight_fq`` (integer bias as :class:`QuantConv2d`); holds the original
+    module as ``linear`` (shared)."""
 
     def __init__(self, linear: nn.Linear, weight_fq: nn.Module) -> None:
         super().__init__()
@@ -117,14 +189,15 @@ class QuantLinear(nn.Module):
         self.weight_fq = weight_fq
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight_fq(self.linear.weight), self.linear.bias)
+        w = self.linear.weight
+        return F.linear(x, self.weight_fq(w), self.int_bias(self.linear.bias, w))
 
     def folded_weight_bias(self) -> tuple[Tensor, Tensor | None]:
         """The float weight and bias quantized at deployment: the layer's own."""
         return self.linear.weight, self.linear.bias
 
 
-class QuantConvBn2d(nn.Module):
+class QuantConvBn2d(_InputLinked):
     """A Conv2d followed by its BatchNorm2d, with one of the MQBench BN-folding strategies -1, 0, 1, 2, 3, 4.
 
     ``conv`` and ``bn`` are the original modules (shared), except for strategy 0, where ``conv`` is a new Conv2d
@@ -190,7 +263,9 @@ class QuantConvBn2d(nn.Module):
             raise ValueError("strategy -1 (no folding) keeps BatchNorm in float and cannot be folded")
         with torch.no_grad():
             w, b = self.folded_weight_bias()
-        return QuantConv2d(_new_conv_like(self.conv, w, b), self.weight_fq)
+        folded = QuantConv2d(_new_conv_like(self.conv, w, b), self.weight_fq)
+        folded.set_input_quantizer(self.input_quantizer)
+        return folded
 
     def _batch_stats(self, y: Tensor) -> tuple[Tensor, Tensor]:
         # mean and biased variance over (N, H, W), kept in the graph as in BN; running stats updated like BN's
@@ -226,18 +301,20 @@ class QuantConvBn2d(nn.Module):
         if self.stat_sink is not None:
             return self._forward_collect(x)
         if s == 0:
-            return conv._conv_forward(x, fq(conv.weight), conv.bias)
+            return conv._conv_forward(x, fq(conv.weight), self.int_bias(conv.bias, conv.weight))
         bn = self._bn()
         if s == -1:
+            if not bn.training and self.bias_step(conv.weight) is not None:
+                return self._int_bn(x)
             return bn(conv._conv_forward(x, fq(conv.weight), conv.bias))
         if s == 1 or not bn.training:
             # deployed form: running-statistics fold, same ops as to_folded()
             w_fold, b_fold = self._fold_running()
-            return conv._conv_forward(x, fq(w_fold), b_fold)
+            return conv._conv_forward(x, fq(w_fold), self.int_bias(b_fold, w_fold))
         if s == 2:
             mean, var = self._batch_stats(conv._conv_forward(x, conv.weight, conv.bias))
             w_fold, b_fold = fold_conv_bn_weights(conv.weight, conv.bias, mean, var, bn.weight, bn.bias, bn.eps)
-            return conv._conv_forward(x, fq(w_fold), b_fold)
+            return conv._conv_forward(x, fq(w_fold), self.int_bias(b_fold, w_fold))
         if s == 3:
             mean, var = self._batch_stats(conv._conv_forward(x, conv.weight, conv.bias))
             assert bn.running_var is not None
@@ -250,6 +327,36 @@ class QuantConvBn2d(nn.Module):
         # strategy 4: quantize the running-folded weight, undo the scaling per channel (sign-preserving floor on
         # |gamma / sigma|, sign(0) counting as +), then a real BN
         return bn(self.pre_bn(x))
+
+    def _bn_affine(self) -> tuple[Tensor, Tensor]:
+        # strategy -1: bn(conv(x) + b) = a conv(x) + c per channel, with running statistics
+        conv, bn = self.conv, self._bn()
+        assert bn.running_mean is not None and bn.running_var is not None
+        a = (bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)) / torch.sqrt(
+            bn.running_var + bn.eps)
+        b0 = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        c = (bn.bias if bn.bias is not None else torch.zeros_like(a)) + (b0 - bn.running_mean) * a
+        return a, c
+
+    def deployed_bias(self) -> tuple[Tensor | None, Tensor]:
+        if self.strategy == -1:
+            return self._bn_affine()[1], self.conv.weight
+        return super().deployed_bias()
+
+    def bias_gain(self) -> Tensor | float:
+        return self._bn_affine()[0].detach() if self.strategy == -1 else 1.0
+
+    def _int_bn(self, x: Tensor) -> Tensor:
+        # strategy -1 in evaluation as the target applies it: a per-channel rescale a = gamma / sigma of the
+        # accumulator and the bias c = beta + (b - mean) a as an integer on the grid a s_x s_w
+        conv = self.conv
+        a, c = self._bn_affine()
+        step = self.bias_step(conv.weight)
+        assert step is not None
+        grid = (step * a).detach()
+        c_int = c + (torch.round(c / grid) * grid - c).detach()
+        y = conv._conv_forward(x, self.weight_fq(conv.weight), None)
+        return y * a.reshape(1, -1, 1, 1) + c_int.reshape(1, -1, 1, 1)
 
     @torch.no_grad()
     def _forward_collect(self, x: Tensor) -> Tensor:

@@ -27,6 +27,8 @@ class FakeQuantize(nn.Module):
     first calibration.
     """
 
+    uniform = True  # values on a uniform grid s * (q - z) (False: non-uniform levels, e.g. APoT)
+
     def __init__(self, spec: QuantSpec, kind: str, observer: Any | None = None) -> None:
         super().__init__()
         self.spec = spec
@@ -68,7 +70,12 @@ class FakeQuantize(nn.Module):
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """Fake-quantize ``x`` (calibrated, active quantizer): the stored grid; QAT subclasses override it."""
         qmin, qmax = self.qrange
-        return fake_quantize(x, self.scale, self.zero_point, qmin, qmax, self.ch_axis)
+        return fake_quantize(x, self.scale, self.zero_point, qmin, qmax, self.ch_axis, self.spec.rounding)
+
+    def grid(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scale, zero_point)`` of the grid the quantized values lie on (``x``: the tensor, for quantizers whose
+        grid follows it). The integer bias of a layer is rounded onto ``s_x * s_w`` with these scales."""
+        return self.scale, self.zero_point
 
     def configure_observer(self, fn: Any) -> None:
         """Apply ``fn(observer)`` to the observer and to the template a reset restores (e.g. ``set_bn``)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 BYPASS_BITS = (16, 32)  # debugging workflow: quantizers present but pass the tensor through
+ROUNDINGS = ("half_even", "half_up", "half_away")  # how a target rounds when it requantizes (bench.quant.fixedpoint)
+POT_SNAPS = ("ceil", "round", "mse")  # how a calibrated scale becomes a power of two (bench.quant.fake.pot_scale)
 
 
 @dataclass(frozen=True)
@@ -15,6 +17,11 @@ class QuantSpec:
     the calibration data has no negative value, a signed one otherwise. Symmetric quantizers have zero point 0
     (or ``2^(b-1)`` on an unsigned grid that holds signed data, which never happens with adaptive signedness).
     ``narrow_range`` drops the most negative integer of a signed grid ([-127, 127] instead of [-128, 127]).
+    ``rounding`` is how values are rounded onto the grid: the target's requantization rounding for activations
+    (``half_even``, ``half_up``, ``half_away``; the profile's ``deploy.rounding``), ``half_even`` for weights (quantized
+    offline). ``pot_snap`` is how a calibrated scale becomes a power of two on ``pot_scale`` grids: ``ceil`` (never
+    clips the calibrated range), ``round`` (nearest in the log domain, MQBench) or ``mse`` (the better of the two by
+    the quantization error on the calibration data).
     """
 
     bits: int = 8
@@ -24,6 +31,14 @@ class QuantSpec:
     ch_axis: int = 0
     pot_scale: bool = False
     narrow_range: bool = False
+    rounding: str = "half_even"
+    pot_snap: str = "ceil"
+
+    def __post_init__(self) -> None:
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"rounding {self.rounding!r} invalid; accepted: {', '.join(ROUNDINGS)}")
+        if self.pot_snap not in POT_SNAPS:
+            raise ValueError(f"pot_snap {self.pot_snap!r} invalid; accepted: {', '.join(POT_SNAPS)}")
 
     @property
     def bypass(self) -> bool:

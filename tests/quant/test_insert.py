@@ -201,6 +201,23 @@ def test_concat_branches_share_one_quantizer() -> None:
     assert all(not str(a.target).startswith("act_fq_") for a in cat1.args[0])  # academic: concat in float
 
 
+@pytest.mark.parametrize("profile", ["snpe", "tvm", "tensorrt", "fbgemm"])
+def test_concat_output_is_not_quantized_a_second_time(profile: str) -> None:
+    # KLD picks a range from a histogram: a second quantizer on the concatenation would get a (slightly) different
+    # scale and round the already quantized tensor again (MQBench App. G: one set of qparams per concatenation)
+    gm = prepare(CatNet(), load_profile(profile), w_bits=8, a_bits=8, calib_act="kld")
+    cat = next(n for n in gm.graph.nodes if n.target is torch.cat)
+    assert all(not isinstance(gm.get_submodule(str(u.target)), type(quantizers(gm)[0][1]))
+               for u in cat.users if u.op == "call_module" and not hasattr(gm.get_submodule(str(u.target)),
+                                                                           "weight_fq"))
+    conv_c = gm.get_submodule("c")
+    shared = gm.get_submodule(str(cat.args[0][0].target))
+    assert conv_c.input_quantizer is shared  # the reading conv's integer bias uses the shared grid
+    calibrate(gm, torch.randn(8, 1, 6, 6), 8)
+    acts = [fq for n, fq in quantizers(gm) if fq.kind == "act"]
+    assert len(acts) == 3  # network input, the shared concatenation grid, the pooled features for fc
+
+
 def test_real_archs_prepare_and_calibrate() -> None:
     from bench.models import build_model
 

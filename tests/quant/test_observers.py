@@ -15,7 +15,7 @@ from bench.quant.spec import QuantSpec
 from bench.registry import RegistryError
 
 QParams = Callable[[float, float], tuple[float, int]]  # (lo, hi) -> (scale, zero point)
-NAMES = ["bn", "kld", "meanstd", "minmax", "mse", "norm", "quantile"]
+NAMES = ["batch_minmax", "bn", "kld", "meanstd", "minmax", "mse", "norm", "quantile"]
 SYM8 = QuantSpec(bits=8, signed=True, symmetric=True)
 SYM4 = QuantSpec(bits=4, signed=True, symmetric=True)
 ADAPT_ASYM = QuantSpec(bits=8, signed=None, symmetric=False)
@@ -544,3 +544,19 @@ def test_every_observer_feeds_a_fake_quantize() -> None:
         assert fq.signed is False and fq.calibrated
         y = fq(x)
         assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_batch_minmax_is_an_ema_of_batch_averaged_per_sample_ranges() -> None:
+    # DSQ's BatchMinMax (MQBench App. F): per batch the mean over samples of each sample's min / max, EMA 0.9
+    torch.manual_seed(0)
+    batches = [torch.randn(8, 3, 4, 4) * (i + 1) + i for i in range(3)]
+    obs = build_observer("batch_minmax", QuantSpec(bits=8, signed=True, symmetric=False))
+    lo = hi = None
+    for b in batches:
+        obs.update(b)
+        blo = float(torch.stack([s.min() for s in b]).mean())
+        bhi = float(torch.stack([s.max() for s in b]).mean())
+        lo, hi = (blo, bhi) if lo is None else (0.9 * lo + 0.1 * blo, 0.9 * hi + 0.1 * bhi)
+    obs.compute()
+    got_lo, got_hi = obs.range
+    assert got_lo.item() == pytest.approx(lo, rel=1e-6) and got_hi.item() == pytest.approx(hi, rel=1e-6)

@@ -78,7 +78,7 @@ def requantize(acc: torch.Tensor, multiplier: torch.Tensor, mode: str, rounding:
     acc = acc.to(torch.int64)
     if mode == "float32":
         y = acc.to(torch.float32) * multiplier.to(torch.float32)
-        return _round_float(y, rounding).to(torch.int64)
+        return round_float(y, rounding).to(torch.int64)
     if mode == "shift":
         m, shift = quantize_multiplier(multiplier)
         if bool(((m.abs() != 2 ** (MANTISSA_BITS - 1)) & (m != 0)).any()):
@@ -91,7 +91,8 @@ def requantize(acc: torch.Tensor, multiplier: torch.Tensor, mode: str, rounding:
     return rounding_shift(acc * m, shift, rounding)
 
 
-def _round_float(y: torch.Tensor, rounding: str) -> torch.Tensor:
+def round_float(y: torch.Tensor, rounding: str) -> torch.Tensor:
+    """``y`` rounded to integers (same dtype) with ``rounding``: ``half_even``, ``half_up`` or ``half_away``."""
     if rounding == "half_even":
         return torch.round(y)
     if rounding == "half_up":

@@ -9,8 +9,8 @@ from fractions import Fraction
 import pytest
 import torch
 
-from bench.deploy.fixedpoint import quantize_multiplier, requantize, rounding_shift
 from bench.errors import BenchError
+from bench.quant.fixedpoint import quantize_multiplier, requantize, rounding_shift
 
 
 def ref_round(x: Fraction, rounding: str) -> int:

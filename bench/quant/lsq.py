@@ -1,0 +1,93 @@
+"""LSQ fake quantization with a learned step (and zero point): the LSQ paper's gradients, in one autograd function.
+
+Forward (identical to :func:`bench.quant.fake.fake_quantize` on the grid of the current step)::
+
+    z_r = clamp(floor(z + 1/2), qmin, qmax)          (the integer zero point, rounded half up)
+    v   = x * (1/s) + z_r
+    x^  = s * (clamp(round(x * (1/s)) + z_r, qmin, qmax) - z_r)   (round: the spec's rounding mode, before the
+                                                                  zero point is added, as targets requantize)
+
+Backward, deciding "clipped" on ``v`` *before* rounding (Esser et al. 2020, Eq. 3; LSQ+ for the zero point)::
+
+    dx^/dx = 1                        if qmin < v < qmax, else 0
+    dx^/ds = round(v) - v             if qmin < v < qmax
+             qmin - z_r  /  qmax - z_r  if v <= qmin  /  v >= qmax
+    dx^/dz = 0 inside, -s clipped
+
+with the gradients of ``s`` and ``z`` multiplied by ``grad_factor`` (LSQ's ``1 / sqrt(N Qp)``) and summed per tensor or
+per channel. PyTorch's fused ``torch._fake_quantize_learnable_per_{tensor,channel}_affine`` (MQBench's kernel) decide
+"clipped" *after* rounding: for ``v`` in ``(qmax, qmax + 1/2)`` (and the mirror band below ``qmin``) they return
+``round(v) - v`` for ``ds`` and 1 for ``dx``, where the paper gives ``qmax - z`` and 0. ``kernel="torch"`` selects
+that kernel (round half to even only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bench.quant.fixedpoint import round_float
+
+KERNELS = ("paper", "torch")
+
+
+def _shape(x: torch.Tensor, ch_axis: int | None) -> list[int]:
+    shape = [1] * x.dim()
+    if ch_axis is not None:
+        shape[ch_axis] = -1
+    return shape
+
+
+class _LSQ(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, s: torch.Tensor, z: torch.Tensor, qmin: int, qmax: int, grad_factor: float,
+        ch_axis: int | None, rounding: str,
+    ) -> torch.Tensor:
+        shape = _shape(x, ch_axis)
+        sb = s.reshape(shape) if ch_axis is not None else s.reshape(())
+        zr = torch.floor(z.detach() + 0.5).clamp(qmin, qmax)
+        zb = zr.reshape(shape) if ch_axis is not None else zr.reshape(())
+        out = ((round_float(x * sb.reciprocal(), rounding) + zb).clamp(qmin, qmax) - zb) * sb
+        ctx.save_for_backward(x, s, zr)
+        ctx.meta = (qmin, qmax, grad_factor, ch_axis, rounding)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, s, zr = ctx.saved_tensors
+        qmin, qmax, g, ch_axis, rounding = ctx.meta
+        shape = _shape(x, ch_axis)
+        sb = s.reshape(shape) if ch_axis is not None else s.reshape(())
+        zb = zr.reshape(shape) if ch_axis is not None else zr.reshape(())
+        u = x * sb.reciprocal()
+        v = u + zb
+        below, above = v <= qmin, v >= qmax
+        inside = ~(below | above)
+        grad_x = grad * inside
+        ds = torch.where(inside, round_float(u, rounding) - u, torch.where(below, qmin - zb, qmax - zb))
+        dz = torch.where(inside, torch.zeros_like(v), -sb.expand_as(v))
+        dims = [d for d in range(x.dim()) if d != ch_axis]
+        grad_s = (grad * ds).sum(dim=dims).reshape(s.shape) * g
+        grad_z = (grad * dz).sum(dim=dims).reshape(zr.shape) * g
+        return grad_x, grad_s, grad_z, None, None, None, None, None
+
+
+def lsq_fake_quantize(
+    x: torch.Tensor, s: torch.Tensor, z: torch.Tensor, qmin: int, qmax: int, grad_factor: float,
+    ch_axis: int | None = None, rounding: str = "half_even", kernel: str = "paper",
+) -> torch.Tensor:
+    """Fake-quantize ``x`` with a learnable step ``s`` and zero point ``z`` (1-element per tensor, or one per channel
+    along ``ch_axis``); gradients as the LSQ paper (``kernel="paper"``) or PyTorch's fused kernel (``"torch"``, round
+    half to even only). See the module docstring."""
+    if kernel == "torch":
+        if rounding != "half_even":
+            raise ValueError(f"kernel='torch' rounds half to even, not {rounding}")
+        if ch_axis is None:
+            return torch._fake_quantize_learnable_per_tensor_affine(x, s.reshape(1), z.reshape(1), qmin, qmax,
+                                                                     grad_factor)
+        return torch._fake_quantize_learnable_per_channel_affine(x, s, z, ch_axis, qmin, qmax, grad_factor)
+    if kernel != "paper":
+        raise ValueError(f"unknown LSQ kernel {kernel!r}; accepted: {', '.join(KERNELS)}")
+    return _LSQ.apply(x, s, z, qmin, qmax, grad_factor, ch_axis, rounding)
