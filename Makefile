@@ -4,13 +4,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The quick-start cell: LSQ W4A4 on the TVM profile, fine-tuned from the cached FP32 resnet18_mini baseline.
+# The quick-start cell: LSQ W4A4 on the TVM profile, fine-tuned from the shipped FP32 resnet18_mini baseline.
 RUN_ARGS ?= algo=lsq hw=tvm
 
 .PHONY: run test test-cluster venv dataset lint clean
 
 run: venv dataset
-	@echo ">>> python -m bench run $(RUN_ARGS)   (trains the FP32 baseline on first use, then QAT)"
+	@echo ">>> python -m bench run $(RUN_ARGS)   (starts from the shipped FP32 baseline, then QAT)"
 	$(BIN)/python -m bench run $(RUN_ARGS)
 
 test: venv dataset

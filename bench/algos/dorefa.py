@@ -5,7 +5,8 @@ uniformly with ``s = 2 / (qmax - qmin)`` on symmetric grids and ``(max w~ - min 
 ones (MQBench Eq. 14-15), then multiplied back by the detached ``max|tanh(w)|`` so the layer keeps the magnitude of
 its weights (see :mod:`bench.algos.qat`): the forward value is ``quant(tanh(w))`` on a grid scaled by
 ``max|tanh(w)|``. Gradient: ``1 - tanh(w)^2`` inside the grid (straight-through round), 0 where clamped.
-Power-of-two profiles snap the scale up (``2 ** ceil(log2 s)``).
+Power-of-two profiles snap the scale as the spec's ``pot_snap`` says (``mse``: the better power of two for the current
+weight).
 
 Activations: clipped to ``[0, 1]`` on unsigned grids (academic, after ReLU) and ``[-1, 1]`` on signed or asymmetric
 ones (MQBench's hardware extension), quantized with the fixed grid covering that interval; gradient 1 inside, 0
@@ -19,7 +20,8 @@ from typing import Any
 import torch
 
 from bench.algos.qat import LearnableQuantizer, QATAlgorithm, reduce_dims
-from bench.quant.fake import EPS, fake_quantize, pot_scale, qparams_from_range
+from bench.quant.fake import EPS, fake_quantize, qparams_from_range
+from bench.quant.observers import range_qparams, snap_scale
 
 
 class DoReFaWeightQuantizer(LearnableQuantizer):
@@ -33,10 +35,10 @@ class DoReFaWeightQuantizer(LearnableQuantizer):
             m = t.detach().abs().amax(dim=dims).clamp_min(EPS)
             scale = 2.0 * m / (qmax - qmin)
             if self.spec.pot_scale:
-                scale = pot_scale(scale, "ceil")
+                scale = snap_scale(scale, self.spec, self.signed, t, axis)
             return scale.reshape(-1), torch.zeros_like(scale, dtype=torch.int32).reshape(-1)
         lo, hi = t.detach().amin(dim=dims), t.detach().amax(dim=dims)
-        s, z = qparams_from_range(lo, hi, self.spec, self.signed)
+        s, z = range_qparams(lo, hi, self.spec, self.signed, t, axis)
         return s.reshape(-1), z.reshape(-1)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,9 @@ point is added); ``dx_hat/dx = 0.5 k (1 - tanh^2(k (f - 0.5))) / (1 - a)`` insid
 Ranges are rule-based (MQBench App. F): weights ``mean -+ 2.6 std`` of the current weight (per tensor or per
 channel); activations the batch-averaged per-sample min / max, smoothed with an EMA (momentum 0.9) during training
 and started from the calibrated range (``algo.init=paper``: the same statistic over the calibration batches). Scale
-and zero point follow the profile's format (``qparams_from_range``: symmetric / asymmetric, power-of-two).
+and zero point follow the profile's format (``qparams_from_range``: symmetric / asymmetric, power-of-two; with
+``pot_snap=mse`` the weights' power of two is chosen on the weight, the activations' -- an EMA of ranges, no data kept
+-- snaps up).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from bench.algos.qat import LearnableQuantizer, QATAlgorithm, reduce_dims
 from bench.errors import BenchError
 from bench.quant.fake import qparams_from_range
 from bench.quant.fixedpoint import round_float
+from bench.quant.observers import range_qparams
 
 DSQ_ALPHA = 0.4
 WEIGHT_K = 2.6
@@ -60,7 +63,7 @@ class DSQWeightQuantizer(LearnableQuantizer):
         std, mean = torch.std_mean(x.detach(), dim=dims, correction=0)
         lo = torch.maximum(mean - WEIGHT_K * std, x.detach().amin(dim=dims))
         hi = torch.minimum(mean + WEIGHT_K * std, x.detach().amax(dim=dims))
-        return qparams_from_range(lo, hi, self.spec, self.signed)
+        return range_qparams(lo, hi, self.spec, self.signed, x, self.ch_axis)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         s, z = self._grid(x)

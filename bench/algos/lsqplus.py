@@ -8,8 +8,8 @@ whole grid. With an integer zero point ``z = -beta / s`` that is LSQ on an asymm
 - in the academic setting, where the profile leaves activation signedness open (adaptive), activation quantizers use
   an asymmetric unsigned grid with the learned offset instead of a symmetric signed one (a hardware profile's
   activation format is kept as it is: LSQ+ on a symmetric target is LSQ with the LSQ+ initialisation);
-- ``algo.params.init=paper`` initialises weights with MeanStd and activations with MSE (LSQ+ Sec. 3.3, as MQBench
-  App. C.4 describes it); the default takes ``calib.*`` like every QAT algorithm.
+- ``algo.init=paper`` (the default) initialises weights with MeanStd and activations with MSE (LSQ+ Sec. 3.3, as
+  MQBench App. C.4 describes it); ``algo.init=calib`` takes ``calib.*`` like every QAT algorithm.
 """
 
 from __future__ import annotations

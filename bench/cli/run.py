@@ -18,9 +18,9 @@ log = logging.getLogger("bench.run")
 SUMMARY = (
     "Runs one cell of the grid algorithm x arch x hardware profile x bit-width: load (or train and cache) the FP32\n"
     "baseline, apply the algorithm, evaluate, write result.json (+ metrics.jsonl) under runs/<track>/.\n"
-    "Defaults: algo=fp32 hw=academic arch=resnet18_mini bits=w4a4 data=fashion_mnist. An identical cell that was\n"
-    "already recorded is skipped. fp32, ptq and the QAT algorithms (lsq, lsqplus, pact, dsq, dorefa, qil, apot)\n"
-    "run in this version; the advanced PTQ methods fail with a reason."
+    "Defaults: algo=fp32 hw=academic arch=resnet18_mini bits=w4a4 data=fashion_mnist. Every *_mini cell starts\n"
+    "from the shipped FP32 baseline (bench/shipped, sha256-checked). An identical cell that was already recorded is\n"
+    "skipped. QAT algorithms start as their papers do (algo.init=paper; algo.init=calib uses calib.*)."
 )
 EXAMPLES = [
     "python -m bench run                                  # FP32 reference cell on the embedded default",
@@ -28,7 +28,7 @@ EXAMPLES = [
     "python -m bench run algo=ptq hw=tvm bits=w8a8            # post-training quantization on a profile",
     "python -m bench run algo=ptq hw=snpe bits=w4a4 ptq.bn_recalib=true quant.report=true",
     "python -m bench run algo=lsq hw=tvm                  # QAT (train=mini_qat: 300 steps, about a minute)",
-    "python -m bench run algo=pact hw=snpe algo.params.init=paper train.epochs=3",
+    "python -m bench run algo=pact hw=snpe algo.init=calib calib.act=mse train.epochs=3",
     "python -m bench run -m arch=resnet18_mini,resnet50_mini   # a local sweep",
     "python -m bench run data=synthetic arch=tiny debug=smoke  # seconds",
 ]

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from bench.errors import BenchError
-from bench.quant.fake import fake_quantize, qparams_from_range
+from bench.quant.fake import fake_quantize, pot_scale, qparams_from_range
 from bench.quant.spec import QuantSpec
 from bench.registry import Registry
 
@@ -162,6 +162,37 @@ def best_pot_qparams(rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, spe
         rows = rows.reshape(1, -1)
     better = quant_error(rows, s_rd, z_rd, spec, signed) < quant_error(rows, s_up, z_up, spec, signed)
     return torch.where(better, s_rd, s_up), torch.where(better, z_rd, z_up)
+
+
+def tensor_rows(x: torch.Tensor, ch_axis: int | None) -> torch.Tensor:
+    """``x`` as ``(C, N)`` float rows: one per channel along ``ch_axis``, or a single row."""
+    x = x.detach().float()
+    if ch_axis is None:
+        return x.reshape(1, -1)
+    x = x.movedim(ch_axis, 0)
+    return x.reshape(x.shape[0], -1)
+
+
+def range_qparams(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec, signed: bool, data: torch.Tensor,
+                  ch_axis: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`qparams_from_range` for quantizers that see their tensor (rule-based weight ranges): on power-of-two
+    grids with ``pot_snap=mse`` the snap is chosen on ``data`` (:func:`best_pot_qparams`)."""
+    if spec.pot_scale and spec.pot_snap == "mse":
+        return best_pot_qparams(tensor_rows(data, ch_axis), lo.reshape(-1), hi.reshape(-1), spec, signed)
+    return qparams_from_range(lo, hi, spec, signed)
+
+
+def snap_scale(scale: torch.Tensor, spec: QuantSpec, signed: bool, data: torch.Tensor, ch_axis: int | None
+               ) -> torch.Tensor:
+    """A symmetric scale (zero point 0) snapped to a power of two with the spec's ``pot_snap`` (``mse``: the power of
+    two below or above with the smaller quantization error on ``data``, per row)."""
+    if spec.pot_snap != "mse":
+        return pot_scale(scale, spec.pot_snap)
+    up, rd = pot_scale(scale, "ceil").reshape(-1), pot_scale(scale, "round").reshape(-1)
+    z = torch.zeros_like(up, dtype=torch.int32)
+    rows = tensor_rows(data, ch_axis)
+    better = quant_error(rows, rd, z, spec, signed) < quant_error(rows, up, z, spec, signed)
+    return torch.where(better, rd, up).reshape(scale.shape)
 
 
 def build_observer(name: str, spec: QuantSpec, **options: Any) -> Observer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -560,3 +561,22 @@ def test_batch_minmax_is_an_ema_of_batch_averaged_per_sample_ranges() -> None:
     obs.compute()
     got_lo, got_hi = obs.range
     assert got_lo.item() == pytest.approx(lo, rel=1e-6) and got_hi.item() == pytest.approx(hi, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["minmax", "norm", "mse", "kld"])
+def test_pot_snap_mse_takes_the_power_of_two_with_the_smaller_error(name: str) -> None:
+    # 2^ceil never clips the calibrated range, 2^round is nearer in the log domain; mse keeps the one that quantizes
+    # the observed data better (squared error), computed here independently from the two candidates
+    torch.manual_seed(4)
+    x = torch.randn(64, 8, 5, 5) * 0.7
+    x[0, 0, 0, 0] = 5.0
+    base = QuantSpec(bits=4, signed=True, symmetric=True, pot_scale=True)
+    got, _ = observe(name, dataclasses.replace(base, pot_snap="mse"), x).compute()
+    s_up, _ = observe(name, dataclasses.replace(base, pot_snap="ceil"), x).compute()
+    s_rd, _ = observe(name, dataclasses.replace(base, pot_snap="round"), x).compute()
+
+    def err(s: torch.Tensor) -> float:
+        return float(((torch.clamp(torch.round(x / s), -8, 7) * s - x) ** 2).sum())
+
+    assert float(got) in (float(s_up), float(s_rd))
+    assert err(got) == pytest.approx(min(err(s_up), err(s_rd)), rel=1e-5)
