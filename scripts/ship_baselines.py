@@ -24,7 +24,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench import baselines  # noqa: E402
 from bench.cli.hydra_app import compose_config  # noqa: E402
-from bench.config import register_configs  # noqa: E402
 from bench.data import build_data  # noqa: E402
 from bench.results import config_hash, versions, write_json_atomic  # noqa: E402
 
@@ -45,7 +44,6 @@ def main(archs: list[str]) -> None:
     out = baselines.SHIPPED_DIR
     manifest_path = out / baselines.MANIFEST_NAME
     entries = {(e["arch"], e["data"]): e for e in baselines.shipped_manifest()["baselines"]}
-    register_configs()
     sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     for arch in archs:
         cfg = compose_config([f"arch={arch}", "arch.pretrained=false"])

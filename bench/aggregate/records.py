@@ -30,7 +30,9 @@ RECORD_COLUMNS = [
     "bias_correction", "per_channel", "smoke", "calib_size", "data", "git_sha", "wall_s", "started_at",
     "finished_at", "error", "path",
 ]
-# conf/config.yaml's default calibration: the one the hardware tables prefer when a slot has several cells
+# the default initialisation of QAT cells (algo.init=paper, records say "paper"), then conf/config.yaml's default
+# calibration: what the hardware tables prefer, in this order, when a slot has several cells
+PAPER_INIT = ("paper", "paper")
 DEFAULT_CALIB = ("minmax", "minmax")
 
 
@@ -292,12 +294,14 @@ def is_bn_calib_cell(c: pd.DataFrame) -> pd.Series:
 def resolve_slots(cells: pd.DataFrame, keys: list[str], prefer_calib: bool = False) -> tuple[pd.DataFrame, int]:
     """One cell per table slot (``keys``): several distinct cells can land in one slot (e.g. 1- and 3-epoch runs).
 
-    Kept: a non-smoke cell first, then (``prefer_calib``) the default MinMax calibration, then the longest
-    training, the most seeds and the latest finish. Returns the kept cells and how many were set aside.
+    Kept: a non-smoke cell first, then (``prefer_calib``) the paper's initialisation, then the default MinMax
+    calibration, then the longest training, the most seeds and the latest finish. Returns the kept cells and how many
+    were set aside.
     """
     if cells.empty:
         return cells, 0
-    calib = (cells["calib_act"] == DEFAULT_CALIB[0]) & (cells["calib_weight"] == DEFAULT_CALIB[1])
+    pair = list(zip(cells["calib_act"], cells["calib_weight"], strict=True))
+    calib = pd.Series([2 if p == PAPER_INIT else 1 if p == DEFAULT_CALIB else 0 for p in pair], index=cells.index)
     ranked = cells.assign(_smoke=~cells["smoke"].astype(bool), _calib=calib if prefer_calib else True)
     ranked = ranked.sort_values(["_smoke", "_calib", "train_epochs", "n", "finished_at"])
     kept = ranked.drop_duplicates(keys, keep="last").drop(columns=["_smoke", "_calib"])

@@ -36,6 +36,7 @@ def compose_config(overrides: list[str], with_hydra: bool = False) -> DictConfig
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    register_configs()  # idempotent: callers need not have registered the schemas first
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("config", overrides=overrides, return_hydra_config=with_hydra)

@@ -37,13 +37,17 @@ def rows(axis: str) -> list[tuple[str, str]]:
             out.append((name, f"{c.hardware}; graph {c.graph}, bn_fold {c.bn_fold}: {c.description}"))
         return out
     if axis == "arch":
+        from bench.baselines import shipped_manifest
         from bench.models import ARCH_INFO
 
+        shipped = {e["arch"]: e for e in shipped_manifest()["baselines"]}
         out = []
         for name in group_options("arch"):
             info = ARCH_INFO.get(name, {})
             track = info.get("track", "?")
-            out.append((name, f"[{track}, {info.get('input_size', '?')} px] {_yaml_comment('arch', name)}"))
+            e = shipped.get(name)
+            fp32 = f" (shipped FP32 on {e['data']}: top-1 {e['top1']:.2f}, sha256 {e['sha256'][:12]})" if e else ""
+            out.append((name, f"[{track}, {info.get('input_size', '?')} px] {_yaml_comment('arch', name)}{fp32}"))
         return out
     return [(name, _yaml_comment(axis, name) or _flat(axis, name)) for name in group_options(axis)]
 

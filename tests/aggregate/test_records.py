@@ -135,6 +135,17 @@ def test_resolve_slots_prefers_real_longer_default_calibrated_cells(cells_of, re
     assert list(kept["mean"]) == [69.0]  # without the preference: the latest
 
 
+def test_resolve_slots_prefers_the_papers_initialisation_over_minmax(cells_of, rec) -> None:
+    # algo.init=paper is the default protocol of the QAT tables (MQBench App. F); older calib-initialised records of
+    # the same slot are set aside, whichever finished last
+    cells = cells_of([
+        rec(calib=("paper", "paper"), top1=80.0, finished_at="2026-01-01T00:00:00+00:00"),
+        rec(calib=("minmax", "minmax"), top1=70.0, finished_at="2026-02-01T00:00:00+00:00"),
+    ])
+    kept, dropped = R.resolve_slots(cells, ["arch", "algo", "hw"], prefer_calib=True)
+    assert dropped == 1 and list(kept["mean"]) == [80.0]
+
+
 @pytest.mark.slow
 def test_static_kind_map_matches_the_registry() -> None:
     from bench.algos import ALGOS

@@ -186,3 +186,45 @@ def test_state_dict_restores_learned_state_into_uncalibrated_model(algo):
     fresh.eval()
     with torch.no_grad():
         assert torch.equal(fresh(x), gm(x))
+
+
+@pytest.mark.parametrize("algo", QAT)
+def test_paper_initialisation_is_the_default_and_the_record_says_so(make_cfg, tmp_path, algo, cache):
+    hw = "academic" if algo in ("qil", "apot") else "snpe"
+    rec, _ = _cell(make_cfg, tmp_path, f"{algo}_paper", f"algo={algo}", f"hw={hw}", "calib=mse", cache=cache)
+    assert rec["status"] == "ok"
+    assert (rec["calib_weight"], rec["calib_act"]) == ("paper", "paper")  # calib.* was not used
+    assert rec["extra"]["qat_init"] == "paper"
+    assert rec["extra"]["init_observers"] == list(ALGOS.get(algo).paper_calib)
+    assert "calib" not in rec["config"] and rec["config"]["algo"]["init"] == "paper"
+    # calib.* does not change a paper-initialised cell; it does with algo.init=calib
+    base = ["data=synthetic", "arch=tiny", f"algo={algo}", f"hw={hw}"]
+    assert runner.cell_hash(make_cfg(*base, "calib=mse")) == runner.cell_hash(make_cfg(*base, "calib=minmax"))
+    calib = [*base, "algo.init=calib"]
+    assert runner.cell_hash(make_cfg(*calib, "calib=mse")) != runner.cell_hash(make_cfg(*calib, "calib=minmax"))
+    rec2, _ = _cell(make_cfg, tmp_path, f"{algo}_calib", *base[2:], "algo.init=calib", "calib=mse", cache=cache)
+    assert (rec2["calib_weight"], rec2["calib_act"]) == ("mse", "mse") and rec2["extra"]["qat_init"] == "calib"
+
+
+def test_paper_constants_and_observers_initialise_the_quantizers():
+    # LSQ: Norm 2 mean|x| / sqrt(Qp); PACT: alpha = 6 (beta = -6 on asymmetric grids); DSQ: BatchMinMax for activations
+    from bench.algos import ALGOS
+
+    lsq = ALGOS.get("lsq").quantizer_factory({"init": "paper", "qparam_weight_decay": 0.0, "kernel": "paper"})
+    spec = load_profile("tensorrt").act_spec(4)
+    fq = lsq(spec, "act", "minmax")  # the paper's observer replaces the given one
+    x = torch.randn(4096) * 2
+    fq.observing = True
+    fq(x)
+    fq.observing = False
+    fq.compute_qparams()
+    assert fq.s.item() == pytest.approx(2 * x.abs().mean().item() / 7 ** 0.5, rel=1e-5)
+    pact = ALGOS.get("pact").quantizer_factory({"init": "paper", "qparam_weight_decay": 0.0})
+    fq = pact(load_profile("snpe").act_spec(4), "act", "mse")
+    fq.observing = True
+    fq(x)
+    fq.observing = False
+    fq.compute_qparams()
+    assert fq.alpha.item() == 6.0 and fq.beta.item() == -6.0
+    assert type(ALGOS.get("dsq").quantizer_factory({"init": "paper"})(spec, "act", "minmax").observer).__name__ \
+        == "BatchMinMaxObserver"

@@ -69,6 +69,17 @@ def test_experiment_mini_and_imagenet_forms(name, make_cfg):
         assert all((a in MINIS) == (data == "fashion_mnist") for a in archs), (form, archs)
         if data == "imagenet" and name in QAT_SWEEPS:
             assert cfg.train.epochs == 100  # the paper's QAT recipe (Table 3)
+        # MQBench: every algorithm fine-tunes the same published FP32 model (shipped minis, timm's ImageNet weights)
+        assert cfg.arch.pretrained
+        # each QAT algorithm starts as its paper does, but Table 11, which is about the calibration that initialises it
+        assert cfg.algo.init == ("calib" if name == "table11_init" else "paper")
+
+
+@pytest.mark.parametrize("name", ["study_pot_snap", "study_qat_schedule"])
+def test_study_experiments_compose(name, make_cfg):
+    params = sweep_params([f"experiment={name}"])
+    check_overrides([f"{k}={v}" for k, v in params.items()])
+    assert set(params["arch"].split(",")) <= MINIS and make_cfg(f"experiment={name}").data.name == "fashion_mnist"
 
 
 def test_table7_hw_covers_all_profiles_and_minis():
