@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 # Version of the numerics every cell runs through, part of config_hash: raise it with a change that moves results
 # without changing any config value, so stale records are never skipped into new tables. 2: LSQ's paper gradients,
 # fake quantization rounding like the target with integer biases and pooled sums, one quantizer per concatenation.
-NUMERICS_VERSION = 2
+# 3: PACT's lower clip on signed grids is the grid's end (qmin * s), where the target's clamp is.
+NUMERICS_VERSION = 3
 
 
 def hashed_config(cfg: DictConfig) -> dict[str, Any]:

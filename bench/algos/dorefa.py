@@ -8,9 +8,11 @@ its weights (see :mod:`bench.algos.qat`): the forward value is ``quant(tanh(w))`
 Power-of-two profiles snap the scale as the spec's ``pot_snap`` says (``mse``: the better power of two for the current
 weight).
 
-Activations: clipped to ``[0, 1]`` on unsigned grids (academic, after ReLU) and ``[-1, 1]`` on signed or asymmetric
-ones (MQBench's hardware extension), quantized with the fixed grid covering that interval; gradient 1 inside, 0
-outside. The calibration only decides adaptive signedness.
+Activations: a fixed grid built for ``[0, 1]`` on unsigned grids (academic, after ReLU) and ``[-1, 1]`` on signed or
+asymmetric ones (MQBench's hardware extension), clipped at that grid's ends: exactly ``[0, 1]`` on the academic
+unsigned grid; one code more below zero on a two's-complement grid (``[-(qmax + 1) s, qmax s]``), and on
+power-of-two grids the ends of the snapped grid, because an integer target given the scale and zero point clamps
+there and nowhere else. Gradient 1 inside, 0 outside. The calibration only decides adaptive signedness.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def dorefa_act_range(signed: bool) -> tuple[float, float]:
 
 
 class DoReFaActQuantizer(LearnableQuantizer):
-    """Fixed clip ``[0, 1]`` (unsigned) or ``[-1, 1]``, uniform grid over it (no learned parameter)."""
+    """Fixed grid for ``[0, 1]`` (unsigned) or ``[-1, 1]``, clipped at the grid's ends (no learned parameter)."""
 
     @property
     def clip(self) -> tuple[float, float]:
@@ -72,8 +74,13 @@ class DoReFaActQuantizer(LearnableQuantizer):
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         qmin, qmax = self.qrange
-        lo, hi = self.clip
-        return fake_quantize(x.clamp(lo, hi), self.scale, self.zero_point, qmin, qmax, None, self.spec.rounding)
+        # clip at the grid's ends, which the grid was built to cover [lo, hi] with: a target given only (scale,
+        # zero point) clamps its codes there, and a clip anywhere else (-1 = -qmax s on a signed grid, inside a
+        # power-of-two grid) would make the simulation give codes the target never does
+        lo = (qmin - self.zero_point) * self.scale
+        hi = (qmax - self.zero_point) * self.scale
+        y = torch.where(x >= hi, hi, torch.where(x <= lo, lo, x))
+        return fake_quantize(y, self.scale, self.zero_point, qmin, qmax, None, self.spec.rounding)
 
 
 class DoReFa(QATAlgorithm):

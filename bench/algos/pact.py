@@ -1,12 +1,14 @@
 """``algo=pact``: Parameterized Clipping Activation (Choi et al. 2018; MQBench App. F).
 
 Activations: ``y = clip(x, lo, alpha)`` with a learned clip ``alpha``, then uniform quantization of ``[lo, alpha]``
-with a straight-through round. ``lo = 0`` on unsigned grids (the original PACT), ``-alpha`` on symmetric signed
-grids, and a second learned clip ``beta`` on asymmetric grids (MQBench's hardware extension). Gradients:
+with a straight-through round. ``lo = 0`` on unsigned grids (the original PACT); on symmetric signed grids (MQBench's
+hardware extension) the step is ``s = alpha / qmax`` and ``lo`` is the grid's lower end ``s * qmin = -(qmax + 1) s``
+(two's complement: one code more below zero), which the target's clamp reaches; a second learned clip ``beta`` on
+asymmetric grids. Gradients:
 
 - ``dy/dx = 1`` for ``lo < x < alpha``, else 0;
-- ``dy/dalpha = 1[x >= alpha]`` (``- 1[x <= -alpha]`` when ``lo = -alpha``): no gradient from inside the range
-  and no gradient scaling (the differences to LSQ listed in MQBench App. F); ``dy/dbeta = 1[x <= beta]``.
+- ``dy/dalpha = 1[x >= alpha]`` (``+ (qmin / qmax) 1[x <= lo]`` on a signed grid): no gradient from inside the
+  range and no gradient scaling (the differences to LSQ listed in MQBench App. F); ``dy/dbeta = 1[x <= beta]``.
 
 ``alpha`` / ``beta`` start from the calibrated range (``init=calib``) or PACT's 6 / -6 (``init=paper``). PACT's L2
 penalty on alpha is ``algo.params.qparam_weight_decay``. Power-of-two profiles round the step ``alpha / qmax`` to
@@ -56,8 +58,10 @@ class PACTActQuantizer(LearnableQuantizer):
         s = alpha / qmax
         if self.spec.pot_scale:
             s = pot_ste(s)
-        hi = s * qmax
-        return (-hi if self.signed else torch.zeros_like(hi)), hi, s, torch.zeros_like(s)
+        # both clips are the grid's ends: on a signed grid the lower end is s * qmin = -(qmax + 1) s, not -alpha,
+        # because the target clamps its codes to [qmin, qmax]; a clip at -alpha would never give qmin where the
+        # target does (measured: 1 code in 900 on a linear block output, 98.8% prediction agreement)
+        return s * qmin, s * qmax, s, torch.zeros_like(s)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         qmin, qmax = self.qrange

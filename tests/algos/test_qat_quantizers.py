@@ -110,9 +110,26 @@ def test_pact_unsigned_gradient_rule():
 def test_pact_symmetric_clip_both_sides_and_paper_init():
     q = make(PACTActQuantizer, SYM, scale=0.5, params={"init": "paper"})
     assert q.alpha.item() == 6.0
-    _, dx = _grads(q, X)
-    assert torch.equal(dx, ((X > -6) & (X < 6)).float())
-    assert q.alpha.grad.item() == pytest.approx(((X >= 6).sum() - (X <= -6).sum()).item())
+    y, dx = _grads(q, X)
+    s, qmin, qmax = 6.0 / 7, -8, 7
+    lo = qmin * s  # the grid's lower end, one step below -alpha: two's complement has one more negative code
+    assert torch.allclose(y, torch.clamp(torch.round(X / s), qmin, qmax) * s, atol=1e-6)
+    assert torch.equal(dx, ((X > lo) & (X < 6)).float())
+    assert q.alpha.grad.item() == pytest.approx(((X >= 6).sum() + qmin / qmax * (X <= lo).sum()).item())
+
+
+@pytest.mark.parametrize("cls", [PACTActQuantizer, DoReFaActQuantizer, LSQQuantizer])
+@pytest.mark.parametrize("spec", [SYM, UNS, ASYM, POT], ids=["signed", "unsigned", "asymmetric", "pot"])
+def test_act_codes_are_the_targets_clamped_round(cls, spec):
+    # an integer target computes clamp(round(x / s) + z, qmin, qmax) with the exported (s, z): every x, in the grid,
+    # beyond both ends and around the clip points, must get that code from the simulation
+    q = make(cls, spec, scale=0.37, zp=5 if not spec.symmetric else 0)
+    s, z = (t.item() for t in q.effective_qparams())
+    qmin, qmax = q.qrange
+    x = torch.linspace(-12.0, 12.0, 24001)
+    x = x[((x / s) - (x / s).floor() - 0.5).abs() > 1e-3]  # off the rounding ties: no mode question here
+    code = torch.round(q(x).detach() / s) + z
+    assert torch.equal(code, torch.clamp(torch.round(x / s) + z, qmin, qmax))
 
 
 def test_pact_asymmetric_learns_lower_clip():
@@ -142,9 +159,9 @@ def test_dorefa_activation_clips_to_unit_interval():
     y, dx = _grads(q, X)
     assert torch.allclose(y, torch.round(X.clamp(0, 1) * 15) / 15, atol=1e-6)
     assert torch.equal(dx, ((X > 0) & (X < 1)).float())
-    qs = make(DoReFaActQuantizer, SYM)  # hardware: [-1, 1]
+    qs = make(DoReFaActQuantizer, SYM)  # hardware: the grid for [-1, 1], s = 1 / 7, down to its end -8 s
     ys, _ = _grads(qs, X)
-    assert ys.min().item() == pytest.approx(-1.0, abs=1 / 7) and ys.max().item() == pytest.approx(1.0)
+    assert ys.min().item() == pytest.approx(-8 / 7) and ys.max().item() == pytest.approx(1.0)
 
 
 def test_dsq_forward_is_hard_quantization_and_gradient_is_tanh_slope():
