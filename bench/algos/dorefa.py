@@ -74,11 +74,9 @@ class DoReFaActQuantizer(LearnableQuantizer):
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         qmin, qmax = self.qrange
-        # clip at the grid's ends, which the grid was built to cover [lo, hi] with: a target given only (scale,
-        # zero point) clamps its codes there, and a clip anywhere else (-1 = -qmax s on a signed grid, inside a
-        # power-of-two grid) would make the simulation give codes the target never does
-        lo = (qmin - self.zero_point) * self.scale
-        hi = (qmax - self.zero_point) * self.scale
+        # clip at the grid's ends: a target given only (scale, zero point) clamps its codes there, and a clip
+        # anywhere else (-1 = -qmax s on a signed grid, inside a power-of-two grid) would give codes it never does
+        lo, hi = self.calibrated_range()
         y = torch.where(x >= hi, hi, torch.where(x <= lo, lo, x))
         return fake_quantize(y, self.scale, self.zero_point, qmin, qmax, None, self.spec.rounding)
 
