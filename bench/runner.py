@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 # fake quantization rounding like the target with integer biases and pooled sums, one quantizer per concatenation.
 # 3: PACT's lower clip on signed grids is the grid's end (qmin * s), where the target's clamp is.
 NUMERICS_VERSION = 3
+# Version of the integer executor's arithmetic, part of the config_hash of cells that run it (deploy.check): raise it
+# with a change that moves their integer top-1 / agreement. 2: a float layer (graph 1) applies pending clamps (ReLU6)
+# to the dequantized value, not to the codes of the accumulator.
+EXECUTOR_VERSION = 2
 
 
 def hashed_config(cfg: DictConfig) -> dict[str, Any]:
@@ -56,6 +60,8 @@ def hashed_config(cfg: DictConfig) -> dict[str, Any]:
         data.pop("calib", None)  # the paper's initialisation replaces calib.*
     if not (cfg.deploy.check or cfg.deploy.onnx):  # the checks' own settings only matter to a cell that runs one
         data.pop("deploy", None)
+    elif cfg.deploy.check:
+        data["deploy"]["executor"] = EXECUTOR_VERSION
     # hw.deploy (the target's rounding and requantization) always counts: fake quantization rounds like the target
     identity = baselines.weights_identity(cfg)
     if identity is not None:  # published weights: their sha256 is what the cell starts from, not the recipe

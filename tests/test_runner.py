@@ -76,5 +76,9 @@ def test_deployment_settings_enter_the_hash(make_cfg):
     checked = runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "deploy.check=true"))
     assert checked != base
     assert runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "deploy.check=true", "deploy.max_batches=3")) != checked
+    # so does the integer executor's version, where a cell runs it
+    assert runner.hashed_config(make_cfg("algo=ptq", "hw=tvm", "deploy.check=true"))["deploy"]["executor"] == (
+        runner.EXECUTOR_VERSION)
+    assert "deploy" not in runner.hashed_config(make_cfg("algo=ptq", "hw=tvm"))
     # DDP settings never do: a cell is the same computation on any number of processes
     assert runner.cell_hash(make_cfg("algo=ptq", "hw=tvm", "dist.backend=gloo", "dist.device=cpu")) == base

@@ -12,7 +12,8 @@ calibration or training) and computes every layer with integers, as the profile'
   (APoT's levels, IOSO's input-channel factors) is refused with the layer named;
 - a float BN kept by the academic profile (strategy -1) becomes a per-channel rescale plus an int32 bias;
 - ReLU / ReLU6 / hardtanh / CLE's per-channel clip stay pending and are applied as clamps when the tensor is
-  requantized (``clamp(requant(acc), q(lo), q(hi))``, exact), or on the accumulator where it is read directly;
+  requantized (``clamp(requant(acc), q(lo), q(hi))``, exact), on the accumulator where it is read directly, and on
+  the dequantized value where a float layer reads it (graph 1);
 - an activation quantizer requantizes to its grid: ``q = clamp(requant(q_in - z_in, s_in / s_out) + z_out)`` with the
   profile's ``deploy.requant`` / ``deploy.rounding`` (``bench.quant.fixedpoint``);
 - a residual add of two quantized tensors rescales both inputs to a common fine grid (``2 max(s_a, s_b) / 2^20``,
@@ -112,13 +113,19 @@ class FloatTensor:
 
 
 def _f32(x: IntTensor | FloatTensor) -> Tensor:
-    # the float32 values a target computes from codes (dequantized accumulators, or s * (q - z))
+    # the float32 values a target computes from codes (dequantized accumulators, or s * (q - z)). A float layer reads
+    # the value, so pending clamps (ReLU6) act on it in float, not on the codes: an accumulator's grid (a s_x s_w
+    # under a BN kept in float) can be far coarser than the bound, and floor(6 / s) s may sit a code below 6
     if isinstance(x, FloatTensor):
         return x.v
-    m = x.materialized()
-    if m.grid is None:
-        return m.value().to(torch.float32)
-    return (m.q - m._bc(m.zero)).to(torch.float32) * m._bc(m.scale).to(torch.float32)
+    if x.grid is None:
+        return x.value().to(torch.float32)
+    v = (x.q - x._bc(x.zero)).to(torch.float32) * x._bc(x.scale).to(torch.float32)
+    if x.lo is not None:
+        v = torch.maximum(v, x._bc(x.lo).to(torch.float32))
+    if x.hi is not None:
+        v = torch.minimum(v, x._bc(x.hi).to(torch.float32))
+    return v
 
 
 @dataclass

@@ -77,3 +77,36 @@ def test_a_layer_adds_the_integer_bias_of_its_input_and_weight_grids():
     assert torch.allclose(got.double(), want, atol=1e-6)
     assert not torch.allclose(got.double(), nn.functional.conv2d(xq.double(), wq.double(), model[0].bias.double(),
                                                                  padding=1), atol=1e-6)  # not the float bias
+
+
+def test_a_float_layer_clamps_the_value_of_an_unfolded_bn():
+    """Academic (BN kept in float, graph 1): ReLU6 acts on the dequantized BN output in float. The accumulator grid
+    ``a s_x s_w`` of a large ``gamma / sigma`` is coarser than the output grid, so clamping its codes at
+    ``floor(6 / (a s_x s_w))`` would land a whole output code below 6 (efficientnet_lite0_mini's first depthwise conv:
+    89% prediction agreement at W4A4 before)."""
+    from torch import nn
+
+    from bench.ptq.calibrate import calibrate
+    from bench.quant.insert import prepare
+    from bench.quant.profiles import load_profile
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU6(), nn.Conv2d(4, 4, 1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([40.0, 55.0, 70.0, 90.0]))  # gamma / sigma ~ 50: a coarse accumulator grid
+        model[1].running_var.fill_(1.0)
+    p = load_profile("academic")
+    assert p.bn_fold == -1 and p.graph == 1
+    gm = prepare(model, p, w_bits=4, a_bits=4, first_last_bits=None)
+    calibrate(gm, torch.randn(64, 1, 8, 8), 64)
+    gm.eval()
+    ex = IntegerExecutor(gm, p.requant, p.rounding, float_between=True)
+    x = torch.randn(64, 1, 8, 8)
+    trace: dict = {}
+    ex.run(x, trace)
+    relu6_fq = list(trace)[1]  # after the input's quantizer: the ReLU6 output's
+    it = trace[relu6_fq]
+    assert int(it.q.max()) == it.grid[1] and bool((it.q == it.grid[1]).double().mean() > 0.05)  # clamped at 6 often
+    rows = code_mismatches(gm, ex, x)
+    assert rows and all(r["mismatch"] == 0.0 for r in rows), rows
