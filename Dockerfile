@@ -11,7 +11,7 @@ RUN apt-get update -qq \
 WORKDIR /opt/bench
 COPY pyproject.toml README.md Makefile ./
 COPY bench ./bench
-COPY conf ./conf
+COPY bench/conf ./bench/conf
 COPY scripts ./scripts
 COPY tests ./tests
 RUN make venv

@@ -1,6 +1,6 @@
 """Dataclass schemas for every config group, registered in Hydra's ConfigStore, and value validation.
 
-The YAML files under ``conf/`` fill these schemas; Hydra rejects unknown keys and wrong types, and
+The YAML files under ``bench/conf/`` fill these schemas; Hydra rejects unknown keys and wrong types, and
 :func:`validate` rejects bad values (unknown names, out-of-range numbers, missing paths) with one line each.
 """
 
@@ -16,7 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from bench.errors import BenchError
 
-CONF_DIR = Path(os.environ.get("BENCH_CONF", Path(__file__).resolve().parent.parent / "conf"))
+CONF_DIR = Path(os.environ.get("BENCH_CONF", Path(__file__).resolve().parent / "conf"))
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # 16/32 bypass quantization (debugging workflow)
 CALIB_WEIGHT = ("minmax", "mse", "kld", "quantile", "norm", "meanstd")
@@ -173,7 +173,7 @@ class PtqConfig:
 
 @dataclass
 class ReconConfig:
-    """Budget of the reconstruction-based PTQ methods (AdaRound, BRECQ, QDrop, IOSO): ``conf/recon/<data>.yaml``
+    """Budget of the reconstruction-based PTQ methods (AdaRound, BRECQ, QDrop, IOSO): ``bench/conf/recon/<data>.yaml``
     (``imagenet``: the papers' values; ``fashion_mnist``: scaled for the mini track on 2 CPU cores)."""
 
     preset: str = "imagenet"
@@ -262,7 +262,7 @@ def register_configs() -> None:
 
 
 def group_options(group: str) -> list[str]:
-    """Names of the YAML files of a config group under ``conf/``."""
+    """Names of the YAML files of a config group under ``bench/conf/``."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 

@@ -189,7 +189,7 @@ def git_sha() -> str:
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "bench", "conf"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "bench"],
             cwd=root, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

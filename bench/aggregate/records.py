@@ -30,7 +30,7 @@ RECORD_COLUMNS = [
     "bias_correction", "per_channel", "smoke", "calib_size", "data", "git_sha", "wall_s", "started_at",
     "finished_at", "error", "path",
 ]
-# the default initialisation of QAT cells (algo.init=paper, records say "paper"), then conf/config.yaml's default
+# the default initialisation of QAT cells (algo.init=paper, records say "paper"), then bench/conf/config.yaml's default
 # calibration: what the hardware tables prefer, in this order, when a slot has several cells
 PAPER_INIT = ("paper", "paper")
 DEFAULT_CALIB = ("minmax", "minmax")

@@ -1,7 +1,7 @@
 """Reconstruction-based PTQ algorithms: ``algo=adaround``, ``brecq``, ``qdrop``, ``ioso``.
 
 All four run the shared loop of :mod:`bench.ptq.recon` on the prepared, calibrated model, with the budget of the
-``recon`` config group (``conf/recon/<data>.yaml``; the record stores the values used) and their own
+``recon`` config group (``bench/conf/recon/<data>.yaml``; the record stores the values used) and their own
 ``algo.params``; they differ in the units and what each stage learns:
 
 - AdaRound (white paper Sec. 3.4): layer units, rounding only, activation quantizers off; activation ranges are set

@@ -54,7 +54,7 @@ def compose_and_validate(overrides: list[str]) -> DictConfig:
     return cfg
 
 
-LAUNCHERS = ("local", "parallel", "slurm")  # conf/hydra/launcher (+ the plugins' own names, accepted too)
+LAUNCHERS = ("local", "parallel", "slurm")  # bench/conf/hydra/launcher (+ the plugins' own names, accepted too)
 PLUGIN_LAUNCHERS = ("basic", "submitit_local", "submitit_slurm")
 
 

@@ -9,7 +9,7 @@ with depthwise conv and ReLU6, RegNetX group convs). What changes, and why:
   stride-1 stems we tried (stages at 32..4 px) trained 3-11x slower per step on 2 CPU cores;
 - depth: one block per stage (two in the last stage of the mobile nets so an inverted residual with a
   skip add remains), because on 2 CPU cores per-layer overhead, not MACs, dominates the step time;
-- width: reduced so the FP32 baseline (``conf/baseline/fashion_mnist.yaml``: 6 epochs, lr 0.1, wd 5e-4)
+- width: reduced so the FP32 baseline (``bench/conf/baseline/fashion_mnist.yaml``: 6 epochs, lr 0.1, wd 5e-4)
   reaches >= 90% Fashion-MNIST top-1 in about 2-4 minutes; ``benchmarks/mini_arch_speed.py`` times them.
 """
 

@@ -47,7 +47,7 @@ EVAL_SAMPLES = 256  # calibration images on which each unit's loss is reported b
 
 @dataclass(frozen=True)
 class ReconSettings:
-    """The optimisation budget (``recon.*`` config group; ``conf/recon/imagenet.yaml`` holds the papers' values)."""
+    """The optimisation budget (``recon.*`` config group; ``bench/conf/recon/imagenet.yaml`` holds the papers' values)."""
 
     iters: int = 20000
     batch_size: int = 32

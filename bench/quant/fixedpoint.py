@@ -1,6 +1,6 @@
 """Integer requantization: a real multiplier ``M`` applied to int32 accumulators the way integer targets do it.
 
-Three ways, named in each hardware profile's ``deploy.requant`` (``conf/hw/*.yaml``):
+Three ways, named in each hardware profile's ``deploy.requant`` (``bench/conf/hw/*.yaml``):
 
 - ``fixed_point``: ``M = m * 2^-shift`` with a 31-bit integer mantissa ``m`` in ``[2^30, 2^31)`` (gemmlowp / ACL /
   Hexagon style); ``acc * m`` is formed exactly in 64 bits and divided by ``2^shift`` with the profile's rounding.

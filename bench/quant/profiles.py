@@ -1,4 +1,4 @@
-"""Hardware profiles as data: ``conf/hw/<name>.yaml`` -> frozen :class:`HardwareProfile` (MQBench Table 2, App. E).
+"""Hardware profiles as data: ``bench/conf/hw/<name>.yaml`` -> frozen :class:`HardwareProfile` (MQBench Table 2, App. E).
 
 The quantizer and the graph pass only read a profile; nothing branches on a profile's name.
 """
@@ -129,7 +129,7 @@ def _deploy(node: Any, name: str) -> dict[str, str]:
 
 
 def load_profile(name: str) -> HardwareProfile:
-    """The profile of ``conf/hw/<name>.yaml``; one-line error listing the accepted names."""
+    """The profile of ``bench/conf/hw/<name>.yaml``; one-line error listing the accepted names."""
     names = profile_names()
     if name not in names:
         raise ProfileError(f"unknown hw {name!r}; accepted: {', '.join(names)}")
@@ -137,7 +137,7 @@ def load_profile(name: str) -> HardwareProfile:
 
 
 def profile_names() -> list[str]:
-    """Names of the hardware profiles (one YAML file each under ``conf/hw``)."""
+    """Names of the hardware profiles (one YAML file each under ``bench/conf/hw``)."""
     return group_options("hw")
 
 

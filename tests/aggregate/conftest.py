@@ -14,7 +14,7 @@ from bench.results import config_hash, write_json_atomic
 KINDS = {"fp32": "fp32", "lsq": "qat", "lsqplus": "qat", "pact": "qat", "dsq": "qat", "dorefa": "qat", "qil": "qat",
          "apot": "qat", "ptq": "ptq", "adaround": "ptq", "brecq": "ptq", "qdrop": "ptq", "bitsplit": "ptq",
          "ioso": "ptq"}
-# profile -> (graph, bn_fold, weights per-channel), as conf/hw/*.yaml
+# profile -> (graph, bn_fold, weights per-channel), as bench/conf/hw/*.yaml
 PROFILES = {"academic": (1, -1, False), "tensorrt": (2, 4, True), "acl": (1, 4, True), "tvm": (3, 4, False),
             "snpe": (3, 4, False), "fbgemm": (3, 4, True)}
 

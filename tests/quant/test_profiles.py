@@ -1,4 +1,4 @@
-"""Hardware profiles: the six ``conf/hw`` files against MQBench Table 2 / App. E (a table written here and the reference
+"""Hardware profiles: the six ``bench/conf/hw`` files against MQBench Table 2 / App. E (a table written here and the reference
 CSV in results/reference/), overrides, errors, and resolution from a composed config."""
 
 from __future__ import annotations
