@@ -40,7 +40,7 @@ from bench.engine import TrainRecipe, distributed, evaluate, train
 from bench.engine.metrics import MetricsWriter
 from bench.errors import BenchError
 from bench.models import build_model
-from bench.results import config_hash, now_iso, versions
+from bench.results import config_hash, now_iso, versions, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -231,13 +231,7 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: str | Path) -> N
 
 def save_checkpoint_atomic(obj: dict[str, Any], path: Path) -> None:
     """``torch.save`` to a temp file, then rename: an interrupted save never leaves a broken file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_or_train(cfg: DictConfig, data: Any, metrics: MetricsWriter | None = None,

@@ -1,7 +1,8 @@
-"""Dataclass schemas for every config group, registered in Hydra's ConfigStore, and value validation.
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore; the config directory.
 
 The YAML files under ``bench/conf/`` fill these schemas; Hydra rejects unknown keys and wrong types, and
-:func:`validate` rejects bad values (unknown names, out-of-range numbers, missing paths) with one line each.
+:func:`bench.validate.validate` (above the registries it checks names against) rejects bad values with one line each.
+This module is the bottom layer: it imports nothing of bench but its errors.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from bench.errors import BenchError
 CONF_DIR = Path(os.environ.get("BENCH_CONF", Path(__file__).resolve().parent / "conf"))
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # 16/32 bypass quantization (debugging workflow)
-CALIB_WEIGHT = ("minmax", "mse", "kld", "quantile", "norm", "meanstd")
-CALIB_ACT = (*CALIB_WEIGHT, "bn", "batch_minmax")
 BIAS_CORRECTION = ("none", "empirical", "analytic")
 
 
@@ -79,6 +78,8 @@ class HwConfig:
     """A hardware profile (MQBench Table 2, App. E), read by ``bench.quant.profiles``."""
 
     name: str = "academic"
+    label: str = ""  # display name in tables (default: the name)
+    order: int = 1000  # column order in tables (lower first)
     provider: str = "-"
     hardware: str = "-"
     graph: int = 1
@@ -249,6 +250,7 @@ NON_RESULT_KEYS = (
     "runs_dir", "cache_dir", "progress", "threads", "skip_existing", "data.num_workers", "quant.report",
     "arch.pretrained_file",  # its content's sha256 is hashed instead (bench.baselines.weights_identity)
     "ptq.calib_batch_size", "dist",
+    "hw.label", "hw.order",  # how tables show a profile
 )
 QUANT_ONLY = ("all", "weights", "acts")
 
@@ -284,95 +286,9 @@ def check_overrides(overrides: list[str]) -> None:
                 raise ConfigError(f"unknown {key} {v!r}; accepted: {', '.join(options)}")
 
 
-def _need(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
-
-
-def validate(cfg: DictConfig | BenchConfig) -> None:
-    """Check every value of a composed config; raise :class:`ConfigError` with one line on the first bad one."""
-    from bench.algos import ALGOS
-    from bench.data import DATASETS
-    from bench.models import ARCHS
-
-    c = cfg
-    _check_keys(cfg)
-    ALGOS.get(c.algo.name)
-    _need(c.algo.init in QAT_INITS, f"unknown algo.init {c.algo.init!r}; accepted: {', '.join(QAT_INITS)}")
-    ARCHS.get(c.arch.name)
-    DATASETS.get(c.data.name)
-    hw_names = group_options("hw")
-    _need(c.hw.name in hw_names, f"unknown hw {c.hw.name!r}; accepted: {', '.join(hw_names)}")
-    for kind in ("w", "a"):
-        b = c.bits[kind]
-        _need(b in SUPPORTED_BITS, f"bits.{kind}={b} out of range; accepted: 2..8 (16/32 bypass quantization)")
-    _need(
-        c.calib.weight in CALIB_WEIGHT, f"unknown calib.weight {c.calib.weight!r}; accepted: {', '.join(CALIB_WEIGHT)}"
-    )
-    _need(c.calib.act in CALIB_ACT, f"unknown calib.act {c.calib.act!r}; accepted: {', '.join(CALIB_ACT)}")
-    _need(
-        c.ptq.bias_correction in BIAS_CORRECTION,
-        f"unknown ptq.bias_correction {c.ptq.bias_correction!r}; accepted: {', '.join(BIAS_CORRECTION)}",
-    )
-    if c.quant.graph is not None:
-        _need(c.quant.graph in (1, 2, 3), f"quant.graph={c.quant.graph} invalid; accepted: 1, 2, 3")
-    if c.quant.pot_snap is not None:
-        _need(c.quant.pot_snap in POT_SNAPS, f"unknown quant.pot_snap {c.quant.pot_snap!r}; accepted: "
-              f"{', '.join(POT_SNAPS)}, null")
-    if c.quant.bn_fold is not None:
-        _need(c.quant.bn_fold in range(-1, 5), f"quant.bn_fold={c.quant.bn_fold} invalid; accepted: -1, 0, 1, 2, 3, 4")
-    _need(c.quant.only in QUANT_ONLY, f"unknown quant.only {c.quant.only!r}; accepted: {', '.join(QUANT_ONLY)}")
-    for key, v in (("quant.first_last_bits", c.quant.first_last_bits), ("hw.first_last_bits", c.hw.first_last_bits)):
-        _need(v is None or v in SUPPORTED_BITS, f"{key}={v} out of range; accepted: 2..8 (16/32 bypass), null")
-    from bench.engine.distributed import BACKENDS, DEVICES
-
-    _need(c.dist.device in DEVICES, f"unknown dist.device {c.dist.device!r}; accepted: {', '.join(DEVICES)}")
-    _need(c.dist.backend in BACKENDS, f"unknown dist.backend {c.dist.backend!r}; accepted: {', '.join(BACKENDS)}")
-    _need(c.deploy.max_batches is None or c.deploy.max_batches > 0,
-          f"deploy.max_batches={c.deploy.max_batches} must be > 0 or null")
-    _need(c.dist.timeout_min > 0, f"dist.timeout_min={c.dist.timeout_min} must be > 0")
-    _need(c.ptq.calib_batch_size > 0, f"ptq.calib_batch_size={c.ptq.calib_batch_size} must be > 0")
-    _need(c.arch.lr > 0, f"arch.lr={c.arch.lr} must be > 0")
-    _need(c.arch.weight_decay >= 0, f"arch.weight_decay={c.arch.weight_decay} must be >= 0")
-    _need(c.arch.batch_size > 0, f"arch.batch_size={c.arch.batch_size} must be > 0")
-    if c.arch.checkpoint is not None:
-        _need(Path(c.arch.checkpoint).is_file(), f"arch.checkpoint={c.arch.checkpoint!r} does not exist")
-    if c.arch.pretrained_file is not None:
-        _need(Path(c.arch.pretrained_file).expanduser().is_file(),
-              f"arch.pretrained_file={c.arch.pretrained_file!r} does not exist")
-    for name in ("train", "baseline"):
-        t = c[name]
-        _need(t.epochs >= 0, f"{name}.epochs={t.epochs} must be >= 0")
-        _need(t.steps_per_epoch is None or t.steps_per_epoch > 0,
-              f"{name}.steps_per_epoch={t.steps_per_epoch} must be > 0 (or null for a full pass)")
-        _need(t.log_every >= 0, f"{name}.log_every={t.log_every} must be >= 0")
-        _need(t.lr is None or t.lr > 0, f"{name}.lr={t.lr} must be > 0")
-        _need(t.weight_decay is None or t.weight_decay >= 0, f"{name}.weight_decay={t.weight_decay} must be >= 0")
-        _need(t.batch_size is None or t.batch_size > 0, f"{name}.batch_size={t.batch_size} must be > 0")
-        _need(0 <= t.momentum < 1, f"{name}.momentum={t.momentum} must be in [0, 1)")
-        _need(t.warmup_epochs >= 0, f"{name}.warmup_epochs={t.warmup_epochs} must be >= 0")
-        _need(0 <= t.label_smoothing < 1, f"{name}.label_smoothing={t.label_smoothing} must be in [0, 1)")
-    r = c.recon
-    _need(r.iters > 0, f"recon.iters={r.iters} must be > 0")
-    _need(r.batch_size > 0, f"recon.batch_size={r.batch_size} must be > 0")
-    _need(r.lr > 0 and r.act_lr > 0, f"recon.lr={r.lr} and recon.act_lr={r.act_lr} must be > 0")
-    _need(r.reg_weight >= 0, f"recon.reg_weight={r.reg_weight} must be >= 0")
-    _need(0 <= r.warmup < 1, f"recon.warmup={r.warmup} must be in [0, 1)")
-    _need(r.beta_start >= r.beta_end > 0, f"recon.beta_start={r.beta_start} >= recon.beta_end={r.beta_end} > 0 needed")
-    d = c.data
-    _need(d.eval_batch_size > 0, f"data.eval_batch_size={d.eval_batch_size} must be > 0")
-    _need(d.num_workers is None or d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0 or null")
-    _need(d.calib_size > 0, f"data.calib_size={d.calib_size} must be > 0")
-    if d.root is not None:
-        _need(Path(d.root).is_dir(), f"data.root={d.root!r} does not exist or is not a directory")
-    for key in ("max_train_batches", "max_eval_batches"):
-        v = c.debug[key]
-        _need(v is None or v > 0, f"debug.{key}={v} must be > 0")
-    _need(c.threads is None or c.threads > 0, f"threads={c.threads} must be > 0")
-
-
-def _check_keys(cfg: Any) -> None:
-    # `+key=value` overrides bypass the schema; a typo there must not be silently ignored
+def check_keys(cfg: Any) -> None:
+    """Reject config keys the schemas do not have (``+key=value`` overrides bypass the schema; a typo there must not
+    be silently ignored), with one line naming the key and the accepted ones."""
     from dataclasses import fields, is_dataclass
 
     schema = BenchConfig

@@ -8,13 +8,14 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: kind, num_classes, labels, order (the record describes itself to the aggregator)
 RECORD_NAME = "result.json"
 DUPLICATE_NAME = "result.duplicate.json"  # a second finished record of a cell: kept, but not a record
 INDEX_DIR = ".index"  # runs_dir/.index/<config_hash>: which record finished a cell first
@@ -50,6 +51,10 @@ class ResultRecord:
     wall_s: float
     started_at: str
     schema_version: int = SCHEMA_VERSION
+    kind: str = ""  # qat | ptq | fp32 (the algorithm's registry entry)
+    num_classes: int | None = None  # of the dataset: chance level is 100 / num_classes %
+    labels: dict[str, str] = field(default_factory=dict)  # display names of algo, hw, arch, calib_weight, calib_act
+    order: dict[str, int] = field(default_factory=dict)  # their table positions (lower first)
     finished_at: str = ""
     data_fingerprint: str = ""
     baseline: dict[str, Any] = field(default_factory=dict)
@@ -67,22 +72,42 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON to ``path`` via a temp file in the same directory and a rename (never a half-written file)."""
+def _file_mode() -> int:
+    # the mode open() gives a new file (0644 under the usual umask 022): mkstemp's 0600 would make records the only
+    # outputs other users cannot read
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a uniquely named temp file beside ``path`` (two processes never share one), flush it to
+    disk, give it the mode of any new file, then rename it over ``path``: readers never see a half-written file.
+    The one atomic writer of the project (records, tables, checkpoints, ONNX models, qparams)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, allow_nan=False)
-            f.write("\n")
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON to ``path`` atomically (:func:`write_atomic`)."""
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def write_record(record: ResultRecord, out_dir: str | Path) -> Path:
@@ -182,17 +207,22 @@ def config_hash(config: dict[str, Any]) -> str:
 
 @lru_cache(maxsize=1)
 def git_sha() -> str:
-    """Commit of the source tree, with ``-dirty`` when it has uncommitted changes; ``unknown`` outside git."""
+    """Commit of the source tree, with ``-dirty`` when it has uncommitted changes; ``unknown`` outside a git checkout
+    of this project (an installed package: its site-packages may sit inside some other repository, e.g. a project's
+    .venv, whose commit says nothing about this code)."""
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
+        top, sha = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=root, capture_output=True, text=True, check=True,
+            timeout=10,
+        ).stdout.splitlines()
+        if Path(top).resolve() != root:
+            return "unknown"
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", "bench"],
             cwd=root, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError, ValueError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
 

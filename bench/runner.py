@@ -13,11 +13,16 @@ from omegaconf import DictConfig
 
 from bench import baselines
 from bench.algos import ALGOS, CellContext
-from bench.config import NON_RESULT_KEYS, num_workers, to_container, validate
-from bench.data import build_data
+from bench.algos.quantized import first_last_bits
+from bench.config import NON_RESULT_KEYS, num_workers, to_container
+from bench.data import DATASETS, build_data
 from bench.engine import distributed, evaluate
 from bench.engine.metrics import MetricsWriter
 from bench.errors import BenchError
+from bench.models import ARCHS
+from bench.quant.observers import OBSERVERS
+from bench.quant.profiles import resolve_profile
+from bench.registry import UNORDERED
 from bench.results import (
     DUPLICATE_NAME,
     ResultRecord,
@@ -31,6 +36,7 @@ from bench.results import (
     write_record,
     write_record_once,
 )
+from bench.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,26 @@ def hashed_config(cfg: DictConfig) -> dict[str, Any]:
     return data
 
 
+def describe(cfg: DictConfig, num_classes: int | None = None) -> dict[str, Any]:
+    """The record fields that describe a cell to readers that do not import the code (the aggregator): the
+    algorithm's ``kind``, the dataset's ``num_classes`` (the registry's when not given) and the display ``labels``
+    and table ``order`` of its algo, hw, arch and calibration methods, from the registries and the hw config."""
+    labels: dict[str, str] = {}
+    order: dict[str, int] = {}
+    for axis, reg, value in (("algo", ALGOS, cfg.algo.name), ("arch", ARCHS, cfg.arch.name),
+                             ("calib_weight", OBSERVERS, record_calib(cfg)[0]),
+                             ("calib_act", OBSERVERS, record_calib(cfg)[1])):
+        entry = reg.entry(str(value)) if str(value) in reg else None
+        labels[axis] = entry.label if entry else str(value)
+        order[axis] = entry.order if entry else UNORDERED
+    labels["hw"] = str(cfg.hw.get("label") or cfg.hw.name)
+    order["hw"] = int(cfg.hw.get("order", UNORDERED))
+    kind = ALGOS.entry(cfg.algo.name).meta["kind"] if cfg.algo.name in ALGOS else ""
+    if num_classes is None and cfg.data.name in DATASETS:
+        num_classes = DATASETS.entry(cfg.data.name).meta.get("num_classes")
+    return {"kind": kind, "num_classes": num_classes, "labels": labels, "order": order}
+
+
 def record_calib(cfg: DictConfig) -> tuple[str, str]:
     """The record's ``calib_weight`` / ``calib_act``: ``calib.*``, or ``paper`` for a QAT cell initialised as its
     algorithm's paper says (``algo.init=paper``: calib.* is not used)."""
@@ -89,6 +115,33 @@ def cell_hash(cfg: DictConfig) -> str:
     return config_hash(hashed_config(cfg))
 
 
+def check_cell(cfg: DictConfig) -> Any:
+    """Everything known before any work: values, the algorithm x profile combination, and whether the requested
+    deployment checks can run on this cell. Raises a one-line BenchError; returns the algorithm."""
+    validate(cfg)
+    algo = ALGOS.get(cfg.algo.name)
+    algo.check(cfg)
+    asked = {"deploy.check=true (check-real)": cfg.deploy.check, "deploy.onnx=true (export)": cfg.deploy.onnx}
+    for what in (w for w, on in asked.items() if on):
+        if not algo.quantizes:
+            raise BenchError(f"{what} runs a quantized model; algo={cfg.algo.name} quantizes nothing "
+                             f"(accepted: {', '.join(n for n in ALGOS.names() if ALGOS.get(n).quantizes)})")
+        if algo.not_deployable:
+            ok = [n for n in ALGOS.names() if ALGOS.get(n).quantizes and not ALGOS.get(n).not_deployable]
+            raise BenchError(f"{what}: algo={cfg.algo.name} cannot be deployed: {algo.not_deployable}; accepted: "
+                             f"algo={', '.join(ok)}")
+    if cfg.deploy.onnx:
+        from bench.deploy.onnx_export import export_refusal
+
+        profile = resolve_profile(cfg)
+        reason = export_refusal(profile.bn_fold, {"w": int(cfg.bits.w), "a": int(cfg.bits.a),
+                                                  "first_last": first_last_bits(cfg, profile)})
+        if reason:
+            raise BenchError(f"deploy.onnx=true (export): cannot export hw={cfg.hw.name} bits=w{cfg.bits.w}"
+                             f"a{cfg.bits.a}: {reason}")
+    return algo
+
+
 def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """Run one cell and write ``result.json`` into ``output_dir``; returns the record as a dict.
 
@@ -99,20 +152,13 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """
     t0 = time.perf_counter()
     started = now_iso()
-    validate(cfg)
-    algo = ALGOS.get(cfg.algo.name)
-    algo.check(cfg)
-    if (cfg.deploy.check or cfg.deploy.onnx) and not algo.quantizes:
-        what = "deploy.check=true" if cfg.deploy.check else "deploy.onnx=true"
-        raise BenchError(f"{what} runs a quantized model; algo={cfg.algo.name} quantizes nothing "
-                         f"(accepted: {', '.join(n for n in ALGOS.names() if ALGOS.get(n).quantizes)})")
+    algo = check_cell(cfg)
     hashed = hashed_config(cfg)
     h = config_hash(hashed)
     if cfg.skip_existing:
         existing = find_record(cfg.runs_dir, h)
         if existing is not None:
-            log.info("cell already done (config_hash %s): %s", h, existing)
-            print(f"skipped: identical cell already recorded at {existing}")
+            print(f"skipped: identical cell already recorded at {existing}")  # once: not also through the log
             return read_record(existing)
 
     if cfg.threads:
@@ -144,7 +190,7 @@ def _run(
     model, base = baselines.load_or_train(cfg, data, metrics)
     fp32 = evaluate(model, data.test, cfg.debug.max_eval_batches)
     torch.manual_seed(int(cfg.seed))
-    outcome = algo.apply(CellContext(cfg, model, data, output_dir, metrics, fp32["top1"]))
+    outcome = algo.apply(CellContext(cfg, model, data, output_dir, metrics, fp32["top1"], h, resolve_profile(cfg)))
     if cfg.deploy.check:
         outcome.extra["deploy"] = _check_real(cfg, outcome, data)
     if cfg.deploy.onnx:
@@ -177,6 +223,7 @@ def _run(
         started_at=started,
         finished_at=now_iso(),
         data_fingerprint=data.fingerprint,
+        **describe(cfg, data.num_classes),
         baseline=_baseline_summary(base, fp32),
         error=outcome.error,
         extra={**outcome.extra, "launch": {**launch_info(), **dist.describe()}},
@@ -214,7 +261,6 @@ def _baseline_summary(base: dict[str, Any], fp32: dict[str, Any]) -> dict[str, A
 def _check_real(cfg: DictConfig, outcome: Any, data: Any) -> dict[str, Any]:
     """``deploy.check``: the cell's quantized model run with integer arithmetic next to its fake-quant form."""
     from bench.deploy.check import check_real, format_check
-    from bench.quant.profiles import resolve_profile
 
     if outcome.model is None or outcome.status != "ok":
         return {"status": "skipped", "reason": "no quantized model" if outcome.model is None else outcome.status}
@@ -260,6 +306,6 @@ def write_failed(cfg: DictConfig, output_dir: str | Path, error: str) -> Path:
         w_bits=int(cfg.bits.w), a_bits=int(cfg.bits.a), seed=int(cfg.seed), status="failed",
         fp32_top1=None, top1=None, top5=None, init_top1=None, train_epochs=0, config_hash=h,
         git_sha=git_sha(), versions=versions(), wall_s=0.0, started_at=now_iso(), finished_at=now_iso(),
-        error=error, config=hashed,
+        error=error, config=hashed, **describe(cfg),
     )
     return write_record(record, output_dir)

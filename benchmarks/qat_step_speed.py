@@ -43,9 +43,8 @@ def harness_qat(model: nn.Module, algo: str, hw: str, calib: torch.Tensor) -> nn
     a = ALGOS.get(algo)
     assert isinstance(a, QATAlgorithm)
     profile = load_profile(hw)
-    params = {**QATAlgorithm.defaults, **a.defaults}
     gm = prepare(copy.deepcopy(model), profile, w_bits=4, a_bits=4, calib_weight="minmax", calib_act="minmax",
-                 first_last_bits=profile.first_last_bits, factory=a.quantizer_factory(params))
+                 first_last_bits=profile.first_last_bits, factory=a.quantizer_factory())
     calibrate(gm, calib, 128)
     return gm
 

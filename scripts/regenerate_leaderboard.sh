@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate the committed fmnist-mini leaderboard from real runs, then the tables:
+# Regenerate the committed fmnist-mini leaderboard from real runs, then the tables: every committed table is an
+# experiment (bench/conf/experiment) plus `python -m bench aggregate`, nothing else.
 #   bash scripts/regenerate_leaderboard.sh            # all mini experiments, then `python -m bench aggregate`
 #   EXPERIMENTS="table7_hw" bash scripts/regenerate_leaderboard.sh
 # Resumable: cells already recorded under $RUNS are skipped (config_hash), so an interrupted regeneration picks up
@@ -14,7 +15,8 @@ JOBS=${JOBS:-2}
 SEEDS=${SEEDS:-3}
 OUT=${OUT:-results/fmnist-mini}
 PY=${PY:-.venv/bin/python}
-EXPERIMENTS=${EXPERIMENTS:-"table7_hw table4_academic table5_bnfold table6_graph table10_ptq table11_init ptq_lowbit"}
+EXPERIMENTS=${EXPERIMENTS:-"table7_hw table4_academic table5_bnfold table6_graph table10_ptq table11_init ptq_lowbit \
+ptq_w8a8 ptq_bn_calib_4bit qat_w4a4_hw qat_w4a4_academic qat_w4a4_academic_3ep ptq_advanced ptq_advanced_per_channel"}
 LAUNCH=("hydra/launcher=$LAUNCHER")
 [ "$LAUNCHER" = parallel ] && LAUNCH+=("hydra.launcher.n_jobs=$JOBS")
 [ "$LAUNCHER" = parallel ] && [ -n "${THREADS:-}" ] && LAUNCH+=("hydra.launcher.threads_per_job=$THREADS")

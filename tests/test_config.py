@@ -1,7 +1,8 @@
 import pytest
 
-from bench.config import ConfigError, check_overrides, group_options, validate
+from bench.config import ConfigError, check_overrides, group_options
 from bench.errors import BenchError
+from bench.validate import validate
 
 
 def test_default_config_composes_and_validates(make_cfg):

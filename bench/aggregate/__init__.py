@@ -3,6 +3,10 @@
 ``aggregate(runs_dir, out, track, plots)`` is what ``python -m bench aggregate`` calls; scripts can call it too.
 Pipeline: :mod:`records` (load, reject corrupt files, dedup re-runs, group seeds into cells, table filters) ->
 :mod:`tables` (pure DataFrame -> DataFrame builders) -> :mod:`render` (CSV + Markdown) and :mod:`plots` (PNG).
+
+The aggregator reads records only: a record says what its tables need (its algorithm's kind, its dataset's classes,
+the order and display names of its axis values: :mod:`axes`), and what schema-1 records do not say comes from the
+frozen :mod:`legacy` maps. So it imports neither torch nor the registries (``bench.algos`` ...).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pandas as pd
 
 from bench.aggregate import records as R
 from bench.aggregate import render, tables
+from bench.aggregate.axes import Axes
 
 REF_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"  # the papers' tables, committed
 
@@ -40,10 +45,10 @@ class Loaded:
     merged: int
 
 
-def load(runs_dir: str | Path, warn: TextIO | None = None, kinds: Callable[[str], str] = R.algo_kind) -> Loaded:
+def load(runs_dir: str | Path, warn: TextIO | None = None) -> Loaded:
     """Read, validate and deduplicate every record under ``runs_dir``."""
     pairs, rejects = R.load_records(runs_dir, warn=warn)
-    raw = R.records_frame(pairs, kinds=kinds)
+    raw = R.records_frame(pairs)
     recs = R.dedup(raw)
     return Loaded(recs, rejects, len(raw) - len(recs))
 
@@ -92,33 +97,35 @@ def aggregate_track(recs: pd.DataFrame, track: str, out_dir: Path, plots: bool =
 def _plots(built: list[tables.Table], cells: pd.DataFrame, out_dir: Path, wrote: Callable) -> None:
     from bench.aggregate import plots as P  # matplotlib only when plots are asked for
 
+    axes = Axes.of(cells)
     by_name = {t.name: t.frame for t in built}
     hw_cells = cells[R.is_hardware_cell(cells)] if not cells.empty else cells
     for bits, c in tables.by_bits(hw_cells):
         std = by_name.get(f"algo_std_{bits}")
         if std is not None and (p := P.fig5_heatmap(std, out_dir / f"fig5_algo_std_{bits}.png",
-                                                    f"Std of top-1 across algorithms, {bits.upper()}")):
+                                                    f"Std of top-1 across algorithms, {bits.upper()}", axes)):
             wrote(f"fig5_algo_std_{bits}", [p])
         hwr, ar = by_name.get(f"hw_robustness_{bits}"), by_name.get(f"arch_robustness_{bits}")
         if hwr is not None or ar is not None:
             p = P.fig6_robustness(hwr if hwr is not None else pd.DataFrame(), ar if ar is not None else pd.DataFrame(),
-                                  out_dir / f"fig6_robustness_{bits}.png", f"Mean top-1 of algorithms, {bits.upper()}")
+                                  out_dir / f"fig6_robustness_{bits}.png", f"Mean top-1 of algorithms, {bits.upper()}",
+                                  axes)
             if p:
                 wrote(f"fig6_robustness_{bits}", [p])
-        curves = P.training_curves(c, out_dir, bits)
+        curves = P.training_curves(c, out_dir, bits, axes)
         if curves:
             wrote(f"training curves {bits}", curves, f"{len(curves)} PNG in {out_dir / 'curves'}/")
 
 
 def aggregate(runs_dir: str | Path = "runs", out: str | Path | None = None, track: str | None = None,
               plots: bool = True, ref_dir: Path | None = REF_DIR, warn: TextIO | None = None,
-              log: Callable[[str], None] = print, kinds: Callable[[str], str] = R.algo_kind) -> list[TrackResult]:
+              log: Callable[[str], None] = print) -> list[TrackResult]:
     """Aggregate ``runs_dir`` into ``<out>/<track>/`` per track (or ``out`` itself for a single track).
 
     Raises LookupError when there is no record (of ``track``, if given).
     """
     warn = sys.stderr if warn is None else warn
-    loaded = load(runs_dir, warn=warn, kinds=kinds)
+    loaded = load(runs_dir, warn=warn)
     recs = loaded.records
     found = sorted(set(recs["track"].dropna())) if not recs.empty else []
     if not found:

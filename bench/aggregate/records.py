@@ -6,15 +6,16 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
 
-from bench.aggregate.stats import finite, summarize
+from bench.aggregate import legacy
+from bench.aggregate.axes import AXES, META_COLUMNS, label_column, order_column
+from bench.aggregate.stats import finite, mean_or_nan, summarize
 from bench.results import RECORD_NAME, STATUSES
 
 # Fields a record needs to be placed in a table; a record without one of them is rejected as corrupt.
@@ -44,16 +45,33 @@ class Reject:
     reason: str
 
 
-@cache
-def _registry_kind(name: str) -> str:
-    from bench.algos import ALGOS  # imports torch: only when an algorithm's kind is first needed
+def algo_kind(rec: Mapping[str, Any]) -> str:
+    """``qat``, ``ptq`` or ``fp32``: what the record says (schema 2), else the legacy map; ``unknown`` if neither."""
+    kind = rec.get("kind")
+    if isinstance(kind, str) and kind:
+        return kind
+    return legacy.KINDS.get(str(rec.get("algo")), "unknown")
 
-    return ALGOS.get(name).kind if name in ALGOS else "unknown"
+
+def num_classes(rec: Mapping[str, Any]) -> int | None:
+    """Classes of the record's dataset: what the record says (schema 2), else the legacy map; None if neither."""
+    n = rec.get("num_classes")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        return n
+    return legacy.NUM_CLASSES.get(str(rec.get("data")))
 
 
-def algo_kind(name: str) -> str:
-    """``qat``, ``ptq`` or ``fp32`` from the algorithm registry; ``unknown`` for a name it does not know."""
-    return _registry_kind(str(name))
+def _meta_reason(rec: Mapping[str, Any]) -> str | None:
+    """Why the self-description fields of a (schema-2) record are malformed, or None; absent fields are fine."""
+    if "kind" in rec and not isinstance(rec["kind"], str):
+        return f"kind is not a string ({rec['kind']!r})"
+    n = rec.get("num_classes")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        return f"num_classes is not a positive integer ({n!r})"
+    for key in ("labels", "order"):
+        if key in rec and not isinstance(rec[key], dict):
+            return f"{key} is not an object"
+    return None
 
 
 def _validate(rec: Any) -> str | None:
@@ -72,7 +90,7 @@ def _validate(rec: Any) -> str | None:
             return f"{k} is not an integer ({rec[k]!r})"
     if rec["top1"] is not None and not isinstance(rec["top1"], int | float):
         return f"top1 is not a number ({rec['top1']!r})"
-    return None
+    return _meta_reason(rec)
 
 
 def load_records(runs_dir: str | Path, warn: TextIO | None = None) -> tuple[list[tuple[Path, dict]], list[Reject]]:
@@ -124,30 +142,44 @@ def cell_id(rec: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-# Classes of the datasets whose records the aggregator reads (without importing torch): a QAT cell whose final top-1
-# is within CHANCE_MARGIN points of chance did not converge (MQBench's "NC"): it collapsed to a constant prediction.
-NUM_CLASSES = {"fashion_mnist": 10, "synthetic": 10, "imagenet": 1000}
+# A QAT cell whose final top-1 is within CHANCE_MARGIN points of chance (100 / classes %) did not converge (MQBench's
+# "NC"): it collapsed to a constant prediction.
 CHANCE_MARGIN = 1.0
 
 
-def at_chance(top1: float, data: Any) -> bool:
-    """Whether ``top1`` (%) is no better than guessing on dataset ``data`` (False for a dataset not in NUM_CLASSES)."""
-    n = NUM_CLASSES.get(str(data))
-    return n is not None and math.isfinite(top1) and top1 <= 100.0 / n + CHANCE_MARGIN
+def at_chance(top1: float, classes: int | None) -> bool:
+    """Whether ``top1`` (%) is no better than guessing among ``classes`` classes (False when that is unknown)."""
+    return classes is not None and math.isfinite(top1) and top1 <= 100.0 / classes + CHANCE_MARGIN
 
 
 def _num(x: Any) -> float:
     return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else math.nan
 
 
-def flatten(path: Path, rec: Mapping[str, Any], kinds: Callable[[str], str] = algo_kind) -> dict[str, Any]:
+def _schema(rec: Mapping[str, Any]) -> int:
+    v = rec.get("schema_version")
+    return v if isinstance(v, int) and not isinstance(v, bool) else 1  # records before the field: schema 1
+
+
+def _meta(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``<axis>_order`` / ``<axis>_label`` columns of a record (None where it does not say: schema 1)."""
+    labels, order = rec.get("labels") or {}, rec.get("order") or {}
+    row: dict[str, Any] = {}
+    for axis in AXES:
+        lab, pos = labels.get(axis), order.get(axis)
+        row[label_column(axis)] = lab if isinstance(lab, str) and lab else None
+        row[order_column(axis)] = pos if isinstance(pos, int) and not isinstance(pos, bool) else None
+    return row
+
+
+def flatten(path: Path, rec: Mapping[str, Any]) -> dict[str, Any]:
     """One flat row of a record: its main fields, the config fields the table filters read, and its path."""
     cfg = rec.get("config") or {}
     top1 = _num(rec.get("top1"))
-    status, kind = rec["status"], kinds(rec["algo"])
+    status, kind = rec["status"], algo_kind(rec)
     if status == "ok" and not math.isfinite(top1):
         status = "nc"  # an accuracy that is not a number is a diverged run
-    elif status == "ok" and kind == "qat" and at_chance(top1, rec.get("data")):
+    elif status == "ok" and kind == "qat" and at_chance(top1, num_classes(rec)):
         status = "nc"  # trained to chance level; PTQ keeps its number, as the paper prints collapsed PTQ cells
     row = {k: rec.get(k) for k in RECORD_COLUMNS if k in rec}
     row.update(
@@ -161,8 +193,13 @@ def flatten(path: Path, rec: Mapping[str, Any], kinds: Callable[[str], str] = al
         per_channel=_get(cfg, "hw.weight.per_channel"), smoke=bool(_get(cfg, "debug.smoke", False)),
         calib_size=_get(cfg, "data.calib_size"), train_epochs=int(rec.get("train_epochs") or 0),
         finished_at=str(rec.get("finished_at") or rec.get("started_at") or ""), path=str(path),
-        metrics=str(Path(path).with_name("metrics.jsonl")),
+        metrics=str(Path(path).with_name("metrics.jsonl")), schema_version=_schema(rec), **_meta(rec),
     )
+    extra = rec.get("extra")
+    if isinstance(extra, Mapping):  # the advanced-PTQ table's cost columns (tables.ptq_advanced)
+        row.update({k: _num(extra.get(k)) for k in EXTRA_FIELDS})
+        recon = extra.get("recon")
+        row["recon_preset"] = recon.get("preset") if isinstance(recon, Mapping) else None
     dep = _get(rec, "extra.deploy")
     if isinstance(dep, Mapping):  # deploy.check: fake-quant vs integer execution
         row.update({f"deploy_{k}": dep.get(k) for k in DEPLOY_FIELDS})
@@ -178,14 +215,16 @@ DEPLOY_FIELDS = ("status", "reason", "requant", "rounding", "fake_top1", "int_to
 # extra.onnx fields of a record with deploy.onnx=true (bench.deploy.onnx_export.ort_check)
 ONNX_FIELDS = ("status", "reason", "fake_top1", "ort_top1", "ort_float_top1", "agreement", "max_abs_logit_diff",
                "n", "onnxruntime")
+# numeric extra fields: reconstruction time (AdaRound / BRECQ / QDrop / IOSO), Bit-Split's time, IOSO's integer ops
+EXTRA_FIELDS = ("recon_s", "bitsplit_s", "ioso_int_ops", "ioso_isg_ops", "ioso_isg_ops_ratio")
 
 
-def records_frame(pairs: Iterable[tuple[Path, Mapping[str, Any]]],
-                  kinds: Callable[[str], str] = algo_kind) -> pd.DataFrame:
+def records_frame(pairs: Iterable[tuple[Path, Mapping[str, Any]]]) -> pd.DataFrame:
     """All records as one DataFrame, one row per record (see :func:`flatten`)."""
-    rows = [flatten(p, r, kinds) for p, r in pairs]
+    rows = [flatten(p, r) for p, r in pairs]
     df = pd.DataFrame(rows)
-    for c in RECORD_COLUMNS + ["metrics", "sensitivity"]:
+    for c in RECORD_COLUMNS + ["metrics", "sensitivity", "schema_version", "recon_preset", *EXTRA_FIELDS,
+                               *META_COLUMNS]:
         if c not in df.columns:
             df[c] = pd.Series(dtype=object)
     return df
@@ -205,7 +244,8 @@ def dedup(df: pd.DataFrame) -> pd.DataFrame:
 CELL_COLUMNS = [
     "track", "algo", "kind", "arch", "hw", "w_bits", "a_bits", "calib_act", "calib_weight", "graph", "bn_fold",
     "train_epochs", "quant_graph", "quant_bn_fold", "quant_only", "quant_bypass", "first_last_bits", "sensitivity",
-    "bn_recalib", "cle", "bias_correction", "per_channel", "smoke", "calib_size", "data",
+    "bn_recalib", "cle", "bias_correction", "per_channel", "smoke", "calib_size", "data", "schema_version",
+    "recon_preset", *EXTRA_FIELDS, *META_COLUMNS,
 ] + [f"deploy_{k}" for k in DEPLOY_FIELDS] + [f"onnx_{k}" for k in ONNX_FIELDS]
 
 
@@ -213,8 +253,9 @@ def group_seeds(df: pd.DataFrame) -> pd.DataFrame:
     """Cells from deduplicated records: one row per ``cell_id`` over its ok/nc seeds (failed records are left out).
 
     Columns: the cell's descriptors, ``n`` (seeds), ``seeds``, ``mean``/``std``/``ci95`` of top-1 (sample std,
-    Student-t), ``status`` (``nc`` if any seed did not converge; then mean/std/ci95 are NaN), ``fp32``, ``init``
-    (mean of fp32_top1 / init_top1), ``finished_at`` (latest), ``path`` and ``metrics`` of the lowest seed.
+    Student-t), ``status`` (``nc`` if any seed did not converge; then mean/std/ci95 are NaN), ``fp32``, ``init``,
+    ``wall_s`` (means of fp32_top1 / init_top1 / wall_s), ``finished_at`` (latest), ``path`` and ``metrics`` of the
+    lowest seed.
     """
     live = df[df["status"] != "failed"] if not df.empty else df
     rows = []
@@ -226,12 +267,14 @@ def group_seeds(df: pd.DataFrame) -> pd.DataFrame:
         init = summarize(finite(g["init_top1"]))
         fp32 = summarize(finite(g["fp32_top1"]))
         row = {c: first.get(c) for c in CELL_COLUMNS}
+        wall = mean_or_nan(finite(_num(x) for x in g["wall_s"])) if "wall_s" in g else math.nan
         row.update(cell_id=cid, n=len(g), seeds=",".join(str(int(x)) for x in g["seed"]),
                    status="nc" if nc else "ok", mean=s.mean, std=s.std, ci95=s.ci95, init=init.mean,
-                   fp32=fp32.mean, finished_at=max(g["finished_at"]), path=first["path"], metrics=first["metrics"])
+                   fp32=fp32.mean, wall_s=wall, finished_at=max(g["finished_at"]), path=first["path"],
+                   metrics=first["metrics"])
         rows.append(row)
-    cols = CELL_COLUMNS + ["cell_id", "n", "seeds", "status", "mean", "std", "ci95", "init", "fp32", "finished_at",
-                           "path", "metrics"]
+    cols = CELL_COLUMNS + ["cell_id", "n", "seeds", "status", "mean", "std", "ci95", "init", "fp32", "wall_s",
+                           "finished_at", "path", "metrics"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -253,15 +296,24 @@ def _ptq_flags_off(c: pd.DataFrame) -> pd.Series:
     return (~c["bn_recalib"].astype(bool)) & (~c["cle"].astype(bool)) & c["bias_correction"].isin(["none", "None"])
 
 
-def _plain_quant(c: pd.DataFrame) -> pd.Series:
+def plain_quant(c: pd.DataFrame) -> pd.Series:
     """All nodes quantized as the profile says: no debugging overrides."""
     return ((c["quant_only"].fillna("all") == "all") & (~c["quant_bypass"].astype(bool))
             & _none(c["first_last_bits"]) & (~c["sensitivity"].fillna(False).astype(bool)))
 
 
+def self_describing(c: pd.DataFrame) -> bool:
+    """Whether any of the records or cells ``c`` is a schema-2 record (it carries kind, num_classes, labels, order).
+
+    The tables of the mini track's own views (tables.ptq_profiles ...) are written only then: a runs dir of schema-1
+    records aggregates into exactly the files it always gave, byte for byte.
+    """
+    return "schema_version" in c and bool((pd.to_numeric(c["schema_version"], errors="coerce") >= 2).any())
+
+
 def is_hardware_cell(c: pd.DataFrame) -> pd.Series:
     """Tables 4 and 7, robustness, Fig. 5/6: QAT on the profile's own graph and BN folding, nothing overridden."""
-    return (c["kind"] == "qat") & _none(c["quant_graph"]) & _none(c["quant_bn_fold"]) & _plain_quant(c) \
+    return (c["kind"] == "qat") & _none(c["quant_graph"]) & _none(c["quant_bn_fold"]) & plain_quant(c) \
         & _ptq_flags_off(c)
 
 
@@ -270,17 +322,17 @@ def is_bnfold_cell(c: pd.DataFrame) -> pd.Series:
 
     Baseline cells (no override) are only used for profiles that have at least one override (see tables.table5).
     """
-    return (c["kind"] == "qat") & _none(c["quant_graph"]) & _plain_quant(c) & _ptq_flags_off(c)
+    return (c["kind"] == "qat") & _none(c["quant_graph"]) & plain_quant(c) & _ptq_flags_off(c)
 
 
 def is_graph_cell(c: pd.DataFrame) -> pd.Series:
     """Table 6: QAT with ``quant.graph`` set on the profile's BN folding, or the profile's own graph as baseline."""
-    return (c["kind"] == "qat") & _none(c["quant_bn_fold"]) & _plain_quant(c) & _ptq_flags_off(c)
+    return (c["kind"] == "qat") & _none(c["quant_bn_fold"]) & plain_quant(c) & _ptq_flags_off(c)
 
 
 def is_ptq_cell(c: pd.DataFrame) -> pd.Series:
     """Table 10: ``algo=ptq`` with no BN re-calibration, CLE or bias correction, on the profile as it is."""
-    return (c["algo"] == "ptq") & _none(c["quant_graph"]) & _none(c["quant_bn_fold"]) & _plain_quant(c) \
+    return (c["algo"] == "ptq") & _none(c["quant_graph"]) & _none(c["quant_bn_fold"]) & plain_quant(c) \
         & _ptq_flags_off(c)
 
 
@@ -288,7 +340,7 @@ def is_bn_calib_cell(c: pd.DataFrame) -> pd.Series:
     """Table 11's BN-calib column: ``algo=ptq ptq.bn_recalib=true`` without CLE or bias correction."""
     return (c["algo"] == "ptq") & c["bn_recalib"].astype(bool) & (~c["cle"].astype(bool)) \
         & c["bias_correction"].isin(["none", "None"]) & _none(c["quant_graph"]) & _none(c["quant_bn_fold"]) \
-        & _plain_quant(c)
+        & plain_quant(c)
 
 
 def resolve_slots(cells: pd.DataFrame, keys: list[str], prefer_calib: bool = False) -> tuple[pd.DataFrame, int]:

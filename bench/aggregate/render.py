@@ -3,43 +3,20 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bench.aggregate.axes import AXES, Axes
 from bench.aggregate.tables import ACADEMIC, AVG_ARCH, Table, groups_of
+from bench.results import write_atomic
 
 OVERLAP_MARK = "≈"
 OVERLAP_NOTE = (f"{OVERLAP_MARK}: 95% confidence interval overlaps the next-ranked algorithm's: the ranking is not "
                 "significant")
 SINGLE_SEED_NOTE = "one seed per cell: no confidence intervals, no significance marks"
-PRETTY = {
-    "lsq": "LSQ", "lsqplus": "LSQ+", "apot": "APoT", "qil": "QIL", "dsq": "DSQ", "pact": "PACT", "dorefa": "DoReFa",
-    "ptq": "PTQ", "adaround": "AdaRound", "brecq": "BRECQ", "qdrop": "QDrop", "bitsplit": "Bit-Split",
-    "ioso": "IOSO", "academic": "Academic", "tensorrt": "TensorRT", "acl": "ACL", "tvm": "TVM", "snpe": "SNPE",
-    "fbgemm": "FBGEMM", "minmax": "MinMax", "mse": "MSE", "kld": "KLD", "quantile": "Quantile", "norm": "Norm",
-    "meanstd": "MeanStd", "bn": "BN", "ptq_mean": "PTQ", "bn_calib": "BN calib", "qat": "QAT", "fp32": "FP32",
-}
-
-
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path`` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -56,9 +33,10 @@ def csv_text(df: pd.DataFrame) -> str:
     return out.to_csv(index=False, lineterminator="\n")
 
 
-def pretty(value: object) -> str:
-    """Display name of an algorithm, profile or calibration; other values as they are."""
-    return PRETTY.get(str(value), str(value))
+def pretty(axes: Axes, column: str, value: object) -> str:
+    """Display name of ``value`` in a column named ``column``: its label if the column is a grid axis (algo, hw,
+    arch, calib_act, calib_weight), else the value as it is."""
+    return axes.label(column, value) if column in AXES else str(value)
 
 
 def _finite(x: object) -> bool:
@@ -108,12 +86,20 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _key_text(col: str, value: object) -> str:
-    if col in ("algo", "hw", "calib_act", "calib_weight"):
-        return pretty(value)
+def _key_text(axes: Axes, col: str, value: object) -> str:
     if col == "arch" and value == AVG_ARCH:
         return f"**{AVG_ARCH}**"
+    if col in AXES:
+        return axes.label(col, value)
     return str(int(value)) if _finite(value) and float(value).is_integer() else str(value)
+
+
+def group_text(table: Table, group: object) -> str:
+    """Header of a column group: the table's own label for it, else its label on the table's group axis."""
+    name = str(group)
+    if name in table.labels:
+        return table.labels[name]
+    return table.axes.label(table.group_axis, name) if table.group_axis else name
 
 
 def grid_markdown(table: Table) -> str:
@@ -122,17 +108,15 @@ def grid_markdown(table: Table) -> str:
     groups = groups_of(df)
     has_fp32 = "fp32" in df
     has_avg = "avg_hw_mean" in df
-    header = [pretty(k) if k not in ("calib_act", "calib_weight") else {"calib_act": "A calib",
-                                                                        "calib_weight": "W calib"}[k]
-              for k in table.keys]
+    header = [{"calib_act": "A calib", "calib_weight": "W calib"}.get(k, k) for k in table.keys]
     header += ["FP32"] if has_fp32 else []
-    header += [pretty(g) if not _finite(g) else str(g) for g in groups]
+    header += [group_text(table, g) for g in groups]
     header += ["Avg. HW"] + (["Avg. HW [paper]"] if "ref_avg_hw_mean" in df else []) if has_avg else []
     if "qat_algo" in df:
         header.append("QAT algo")
     rows = []
     for _, r in df.iterrows():
-        row = [_key_text(k, r[k]) for k in table.keys]
+        row = [_key_text(table.axes, k, r[k]) for k in table.keys]
         if has_fp32:
             row.append(num(r["fp32"]))
         for g in groups:
@@ -144,22 +128,28 @@ def grid_markdown(table: Table) -> str:
                 row.append(f"{num(r['ref_avg_hw_mean'])} ± {num(r['ref_avg_hw_std'])}"
                            if _finite(r["ref_avg_hw_mean"]) else "-")
         if "qat_algo" in df:
-            row.append(pretty(r["qat_algo"]) if _finite(r.get("qat_mean")) else "-")
+            row.append(table.axes.label("algo", r["qat_algo"]) if _finite(r.get("qat_mean")) else "-")
         rows.append(row)
     return md_table(header, rows)
 
 
-def plain_markdown(df: pd.DataFrame, keys: Sequence[str], digits: int = 2) -> str:
-    """A table of plain values: key columns as names, numbers with ``digits`` decimals, ``*_n`` columns hidden."""
+def plain_markdown(df: pd.DataFrame, keys: Sequence[str], digits: int = 2, axes: Axes | None = None,
+                   group_axis: str = "") -> str:
+    """A table of plain values: key columns as names, numbers with ``digits`` decimals, ``*_n`` columns hidden.
+
+    Values of axis columns (algo, hw...) show their labels, and so do the headers of columns named by a value of
+    ``group_axis`` (e.g. one column per profile).
+    """
+    axes = axes or Axes()
     cols = [c for c in df.columns if not c.endswith("_n")]
-    header = [pretty(c) if c not in keys else c for c in cols]
+    header = [axes.label(group_axis, c) if group_axis and c not in keys else str(c) for c in cols]
     rows = []
     for _, r in df.iterrows():
         row = []
         for c in cols:
             v = r[c]
             if c in keys or isinstance(v, str) or v is None:
-                row.append(pretty(v) if c in keys or c == "hw" else ("-" if v is None else str(v)))
+                row.append(pretty(axes, c, v) if c in keys or c in AXES else ("-" if v is None else str(v)))
             elif isinstance(v, bool):
                 row.append(str(v))
             elif isinstance(v, int | np.integer):  # counts stay integers
@@ -170,12 +160,13 @@ def plain_markdown(df: pd.DataFrame, keys: Sequence[str], digits: int = 2) -> st
     return md_table(header, rows)
 
 
-def counts_markdown(df: pd.DataFrame) -> str:
+def counts_markdown(df: pd.DataFrame, axes: Axes | None = None) -> str:
     """Win counts as ``wins (share %)`` per column (``tables.best_counts``)."""
+    axes = axes or Axes()
     cols = [c for c in df.columns if c != "algo" and not c.endswith("_share")]
     rows = []
     for _, r in df.iterrows():
-        cells = [pretty(r["algo"])]
+        cells = [axes.label("algo", r["algo"])]
         for c in cols:
             share = r.get(f"{c}_share")
             pct = f" ({100 * share:.0f}%)" if _finite(share) and r["algo"] != "settings" else ""
@@ -193,16 +184,20 @@ def significance_note(df: pd.DataFrame) -> str:
 
 def table_markdown(table: Table) -> str:
     """The whole Markdown page of a table: title, table, legend lines."""
+    if table.kind == "sections":  # a page of headed tables after the legend (tables.ptq_advanced)
+        parts = [f"## {head}\n\n" + plain_markdown(frame, keys, axes=table.axes)
+                 for head, frame, keys in table.sections]
+        return f"# {table.title}\n\n" + "".join(f"{n}\n\n" for n in table.notes) + "\n".join(parts)
     if table.kind == "grid":
         body = grid_markdown(table)
         notes = table.notes + [significance_note(table.frame)]
     else:
-        body = plain_markdown(table.frame, table.keys)
+        body = plain_markdown(table.frame, table.keys, axes=table.axes, group_axis=table.group_axis)
         notes = list(table.notes)
         for name, extra in table.extra.items():
             if not extra.empty:
-                body += f"\n{name}:\n\n" + (counts_markdown(extra) if name == "counts" else
-                                              plain_markdown(extra, ["algo"]))
+                body += f"\n{name}:\n\n" + (counts_markdown(extra, table.axes) if name == "counts" else
+                                              plain_markdown(extra, ["algo"], axes=table.axes))
     return f"# {table.title}\n\n{body}\n" + "".join(f"{n}\n\n" for n in notes)
 
 
@@ -231,5 +226,5 @@ def index_markdown(track: str, files: Sequence[str], counts: dict[str, int], git
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ACADEMIC", "cell_text", "csv_text", "index_markdown", "table_markdown", "write_atomic", "write_table",
+__all__ = ["ACADEMIC", "cell_text", "csv_text", "index_markdown", "table_markdown", "write_table",
            "write_text"]

@@ -16,10 +16,9 @@ Not deployable on the hardware profiles: the levels are non-uniform (MQBench Tab
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
+from bench.algos.base import register_algo
 from bench.algos.qat import LearnableQuantizer, QATAlgorithm, positive, ste
 
 PAPER_ALPHA = {"weight": 3.0, "act": 6.0}
@@ -122,6 +121,7 @@ class APoTQuantizer(LearnableQuantizer):
         return step.reshape(1), torch.zeros(1)
 
 
+@register_algo(label="APoT", order=30)
 class APoT(QATAlgorithm):
     """Additive Powers-of-Two quantization with weight standardisation."""
 
@@ -130,4 +130,3 @@ class APoT(QATAlgorithm):
     weight_quantizer = APoTQuantizer
     act_quantizer = APoTQuantizer
     academic_only = "APoT's additive powers-of-two levels are non-uniform, which no integer target executes"
-    defaults: dict[str, Any] = {}

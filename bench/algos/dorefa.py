@@ -17,10 +17,9 @@ there and nowhere else. Gradient 1 inside, 0 outside. The calibration only decid
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
+from bench.algos.base import register_algo
 from bench.algos.qat import LearnableQuantizer, QATAlgorithm, reduce_dims
 from bench.quant.fake import EPS, fake_quantize, qparams_from_range
 from bench.quant.observers import range_qparams, snap_scale
@@ -81,6 +80,7 @@ class DoReFaActQuantizer(LearnableQuantizer):
         return fake_quantize(y, self.scale, self.zero_point, qmin, qmax, None, self.spec.rounding)
 
 
+@register_algo(label="DoReFa", order=70)
 class DoReFa(QATAlgorithm):
     """DoReFa-Net: tanh-normalised weights, activations clipped to a fixed interval."""
 
@@ -88,4 +88,3 @@ class DoReFa(QATAlgorithm):
     description = "DoReFa-Net (tanh weights, fixed activation clip [0,1] / [-1,1])"
     weight_quantizer = DoReFaWeightQuantizer
     act_quantizer = DoReFaActQuantizer
-    defaults: dict[str, Any] = {}

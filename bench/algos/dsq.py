@@ -19,11 +19,12 @@ and zero point follow the profile's format (``qparams_from_range``: symmetric / 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
-from bench.algos.qat import LearnableQuantizer, QATAlgorithm, reduce_dims
+from bench.algos.base import register_algo
+from bench.algos.qat import LearnableQuantizer, QATAlgorithm, QATParams, reduce_dims
 from bench.errors import BenchError
 from bench.quant.fake import qparams_from_range
 from bench.quant.fixedpoint import round_float
@@ -55,6 +56,18 @@ def dsq_fake_quantize(
     return (soft + (hard - soft).detach() - zero_point) * scale
 
 
+@dataclass(frozen=True)
+class DSQParams(QATParams):
+    """``algo.params`` of DSQ."""
+
+    alpha: float = DSQ_ALPHA  # the soft rounding's alpha (MQBench App. F: 0.4)
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 < self.alpha < 1.0:
+            raise BenchError(f"algo.params.alpha={self.alpha} out of range; accepted: 0 < alpha < 1")
+
+
 class DSQWeightQuantizer(LearnableQuantizer):
     """DSQ weights: range ``mean -+ 2.6 std`` of the current weight."""
 
@@ -71,7 +84,7 @@ class DSQWeightQuantizer(LearnableQuantizer):
         if self.ch_axis is not None:
             shape[self.ch_axis] = -1
         qmin, qmax = self.qrange
-        alpha = float(self.params.get("alpha", DSQ_ALPHA))
+        alpha = self.params.alpha if isinstance(self.params, DSQParams) else DSQ_ALPHA
         return dsq_fake_quantize(x, s.reshape(shape), z.float().reshape(shape), qmin, qmax, alpha)
 
     def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,13 +111,14 @@ class DSQActQuantizer(LearnableQuantizer):
                 self.ema_max.mul_(m).add_(flat.amax(dim=1).mean(), alpha=1 - m)
         s, z = self.effective_qparams()
         qmin, qmax = self.qrange
-        alpha = float(self.params.get("alpha", DSQ_ALPHA))
+        alpha = self.params.alpha if isinstance(self.params, DSQParams) else DSQ_ALPHA
         return dsq_fake_quantize(x, s, z.float(), qmin, qmax, alpha, self.spec.rounding)
 
     def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return qparams_from_range(self.ema_min, self.ema_max, self.spec, self.signed)
 
 
+@register_algo(label="DSQ", order=50)
 class DSQ(QATAlgorithm):
     """Differentiable Soft Quantization (tanh soft rounding in the backward pass, rule-based ranges)."""
 
@@ -113,10 +127,4 @@ class DSQ(QATAlgorithm):
     weight_quantizer = DSQWeightQuantizer
     act_quantizer = DSQActQuantizer
     paper_calib = ("minmax", "batch_minmax")  # algo.init=paper: activations start from DSQ's own BatchMinMax EMA
-    defaults: dict[str, Any] = {"alpha": DSQ_ALPHA}
-
-    def check(self, cfg: Any) -> None:
-        super().check(cfg)
-        a = float(self.params(cfg)["alpha"])
-        if not 0.0 < a < 1.0:
-            raise BenchError(f"algo.params.alpha={a} out of range; accepted: 0 < alpha < 1")
+    params_type = DSQParams

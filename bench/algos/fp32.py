@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from bench.algos.base import Algorithm, CellContext, CellOutcome
+from bench.algos.base import Algorithm, CellContext, CellOutcome, register_algo
 from bench.engine import evaluate
 
 
+@register_algo(label="FP32", order=140)
 class FP32(Algorithm):
     """Evaluates the FP32 baseline so that every table has its full-precision reference row."""
 

@@ -21,13 +21,27 @@ straight-through gradient.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from bench.algos.qat import LearnableQuantizer, QATAlgorithm, lsq_grad_factor, positive, pot_ste
+from bench.algos.base import register_algo
+from bench.algos.qat import LearnableQuantizer, QATAlgorithm, QATParams, lsq_grad_factor, positive, pot_ste
 from bench.errors import BenchError
 from bench.quant.lsq import KERNELS, lsq_fake_quantize
+
+
+@dataclass(frozen=True)
+class LSQParams(QATParams):
+    """``algo.params`` of LSQ and LSQ+."""
+
+    kernel: str = "paper"  # paper: the LSQ paper's gradients | torch: PyTorch's fused kernel (MQBench's)
+
+    def check(self) -> None:
+        super().check()
+        if self.kernel not in KERNELS:
+            raise BenchError(f"unknown algo.params.kernel {self.kernel!r}; accepted: {', '.join(KERNELS)}")
 
 
 class LSQQuantizer(LearnableQuantizer):
@@ -55,8 +69,8 @@ class LSQQuantizer(LearnableQuantizer):
                 self.z.clamp_(qmin, qmax)
         axis = self.ch_axis
         g = lsq_grad_factor(x.numel() if axis is None else x.numel() // x.shape[axis], qmax)
-        return lsq_fake_quantize(x, s, z, qmin, qmax, g, axis, self.spec.rounding, str(self.params.get("kernel",
-                                                                                                       "paper")))
+        kernel = self.params.kernel if isinstance(self.params, LSQParams) else "paper"
+        return lsq_fake_quantize(x, s, z, qmin, qmax, g, axis, self.spec.rounding, kernel)
 
     def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         s = self._scale().detach()
@@ -66,6 +80,7 @@ class LSQQuantizer(LearnableQuantizer):
         return s, torch.floor(self.z.detach() + 0.5).clamp(qmin, qmax)  # the fused op rounds half up
 
 
+@register_algo(label="LSQ", order=10)
 class LSQ(QATAlgorithm):
     """Learned Step Size Quantization."""
 
@@ -74,19 +89,16 @@ class LSQ(QATAlgorithm):
     weight_quantizer = LSQQuantizer
     act_quantizer = LSQQuantizer
     paper_calib = ("norm", "norm")  # algo.init=paper: the LSQ initialisation 2 mean|x| / sqrt(Qp)
-    defaults: dict[str, Any] = {"kernel": "paper"}
+    params_type = LSQParams
 
     def check(self, cfg: Any) -> None:
         super().check(cfg)
-        check_kernel(self.name, self.params(cfg), cfg)
+        check_kernel(self.params(cfg), cfg)
 
 
-def check_kernel(name: str, params: dict[str, Any], cfg: Any) -> None:
-    """``algo.params.kernel`` is known, and ``torch`` (half-to-even rounding) only where the target rounds so."""
-    kernel = str(params["kernel"])
-    if kernel not in KERNELS:
-        raise BenchError(f"unknown algo.params.kernel {kernel!r} for algo={name}; accepted: {', '.join(KERNELS)}")
+def check_kernel(params: LSQParams, cfg: Any) -> None:
+    """``algo.params.kernel=torch`` (half-to-even rounding) only where the target rounds so."""
     rounding = cfg.hw.deploy.rounding
-    if kernel == "torch" and rounding != "half_even":
+    if params.kernel == "torch" and rounding != "half_even":
         raise BenchError(f"algo.params.kernel=torch rounds half to even, but hw={cfg.hw.name} rounds {rounding} "
                          "(hw.deploy.rounding); accepted: algo.params.kernel=paper")

@@ -17,11 +17,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from bench.algos.lsq import LSQQuantizer, check_kernel
+from bench.algos.base import register_algo
+from bench.algos.lsq import LSQParams, LSQQuantizer, check_kernel
 from bench.algos.qat import QATAlgorithm
 from bench.quant.spec import QuantSpec
 
 
+@register_algo(label="LSQ+", order=20)
 class LSQPlus(QATAlgorithm):
     """LSQ+: learned scale and offset."""
 
@@ -30,11 +32,11 @@ class LSQPlus(QATAlgorithm):
     weight_quantizer = LSQQuantizer
     act_quantizer = LSQQuantizer
     paper_calib = ("meanstd", "mse")
-    defaults: dict[str, Any] = {"kernel": "paper"}
+    params_type = LSQParams
 
     def check(self, cfg: Any) -> None:
         super().check(cfg)
-        check_kernel(self.name, self.params(cfg), cfg)
+        check_kernel(self.params(cfg), cfg)
 
     def adapt_spec(self, spec: QuantSpec, kind: str) -> QuantSpec:
         if kind == "act" and spec.signed is None:  # adaptive (academic): asymmetric grid with a learned offset

@@ -18,10 +18,9 @@ a power of two (straight-through), so the clip is the end of a power-of-two grid
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
+from bench.algos.base import register_algo
 from bench.algos.dorefa import DoReFaWeightQuantizer
 from bench.algos.qat import LearnableQuantizer, QATAlgorithm, positive, pot_ste, ste
 from bench.quant.fake import fake_quantize
@@ -75,6 +74,7 @@ class PACTActQuantizer(LearnableQuantizer):
         return s.detach(), z.detach()
 
 
+@register_algo(label="PACT", order=60)
 class PACT(QATAlgorithm):
     """PACT: learned activation clipping, DoReFa weights."""
 
@@ -82,4 +82,3 @@ class PACT(QATAlgorithm):
     description = "Parameterized Clipping Activation (learned clip, DoReFa weights)"
     weight_quantizer = DoReFaWeightQuantizer
     act_quantizer = PACTActQuantizer
-    defaults: dict[str, Any] = {}

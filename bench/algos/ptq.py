@@ -8,11 +8,12 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from bench.algos.base import CellContext
+from bench.algos.base import CellContext, register_algo
 from bench.algos.quantized import QuantizedAlgorithm
 from bench.ptq.calibrate import calibrate_acts, recalibrate_bn
 
 
+@register_algo(label="PTQ", order=80)
 class PTQ(QuantizedAlgorithm):
     """Calibration-only post-training quantization, with optional BN re-calibration (``ptq.bn_recalib=true``)."""
 

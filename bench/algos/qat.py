@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.fx as fx
@@ -28,16 +29,17 @@ from omegaconf import DictConfig
 from torch import nn
 
 from bench import baselines
-from bench.algos.base import CellContext
-from bench.algos.quantized import QuantizedAlgorithm, algo_params
+from bench.algos.base import AlgoParams, CellContext
+from bench.algos.quantized import QuantizedAlgorithm
 from bench.engine import TrainHooks, train
 from bench.errors import BenchError
 from bench.quant.fake import EPS, pot_scale
 from bench.quant.insert import QuantizerFactory, quantizers, weighted_modules
 from bench.quant.observers import build_observer
-from bench.quant.profiles import load_profile, profile_names
+from bench.quant.profiles import HardwareProfile
 from bench.quant.quantizer import FakeQuantize
 from bench.quant.spec import QuantSpec
+from bench.results import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +83,11 @@ class LearnableQuantizer(FakeQuantize):
     export) and :meth:`learned` lists the learned values for ``qparams.json``.
     """
 
-    def __init__(self, spec: QuantSpec, kind: str, observer: Any | None = None, params: dict | None = None) -> None:
+    def __init__(self, spec: QuantSpec, kind: str, observer: Any | None = None, params: Any = None,
+                 init: str = "calib") -> None:
         super().__init__(spec, kind, observer)
-        self.params = dict(params or {})
-        self.init_mode = str(self.params.get("init", "calib"))  # the factory passes algo.init
+        self.params = params  # the algorithm's AlgoParams (None: the defaults)
+        self.init_mode = init  # algo.init: paper | calib
         for name in self.lazy_params:  # created by init_learned (or a loaded state dict); None until then
             setattr(self, name, None)
 
@@ -169,6 +172,17 @@ class QATHooks(TrainHooks):
         return [{"name": "quant_params", "params": self.params, "weight_decay": self.weight_decay}]
 
 
+@dataclass(frozen=True)
+class QATParams(AlgoParams):
+    """``algo.params`` every QAT algorithm has."""
+
+    qparam_weight_decay: float = 0.0  # weight decay on the learned quantization parameters (MQBench App. B.2.3)
+
+    def check(self) -> None:
+        if self.qparam_weight_decay < 0:
+            raise BenchError(f"algo.params.qparam_weight_decay={self.qparam_weight_decay} must be >= 0")
+
+
 class QATAlgorithm(QuantizedAlgorithm):
     """Quantization-aware fine-tuning with the algorithm's quantizers (subclasses set the two classes).
 
@@ -183,39 +197,32 @@ class QATAlgorithm(QuantizedAlgorithm):
     # observers (weight, act) of the original paper's initialisation, used with algo.init=paper (for algorithms
     # whose paper sets constants -- PACT's 6, APoT's 3 / 6 -- or rules, they only decide adaptive signedness)
     paper_calib: tuple[str, str] = ("minmax", "minmax")
-    defaults: dict[str, Any] = {"qparam_weight_decay": 0.0}
+    params_type: ClassVar[type[AlgoParams]] = QATParams
 
-    def params(self, cfg: DictConfig) -> dict[str, Any]:
-        """``algo.params`` over the algorithm's defaults; unknown keys are a one-line error."""
-        return algo_params(cfg, self.name, {**QATAlgorithm.defaults, **self.defaults})
+    @property
+    def not_deployable(self) -> str | None:  # type: ignore[override]
+        return self.academic_only
 
-    def check(self, cfg: DictConfig) -> None:
-        super().check(cfg)
-        p = self.params(cfg)
-        if float(p["qparam_weight_decay"]) < 0:
-            raise BenchError(f"algo.params.qparam_weight_decay={p['qparam_weight_decay']} must be >= 0")
-        if self.academic_only and bool(cfg.hw.hardware_target):
-            ok = [n for n in profile_names() if not load_profile(n).hardware_target]
-            raise BenchError(
-                f"algo={self.name} cannot run on hw={cfg.hw.name}: {self.academic_only} (MQBench Table 2); "
-                f"accepted: {', '.join(f'hw={n}' for n in ok)}"
-            )
+    def unsupported(self, profile: HardwareProfile) -> str | None:
+        if self.academic_only and profile.hardware_target:
+            return f"{self.academic_only} (MQBench Table 2)"
+        return None
 
     def factory(self, ctx: CellContext) -> QuantizerFactory:
-        return self.quantizer_factory({**self.params(ctx.cfg), "init": str(ctx.cfg.algo.init)})
+        return self.quantizer_factory(self.params(ctx.cfg), str(ctx.cfg.algo.init))
 
-    def quantizer_factory(self, params: dict[str, Any]) -> QuantizerFactory:
-        """The factory building this algorithm's quantizers with ``params`` (see :meth:`params`; ``init``: the
-        ``algo.init`` mode, ``paper`` when absent)."""
-        paper = params.get("init", "paper") == "paper"
-        params = {**params, "init": "paper" if paper else "calib"}
+    def quantizer_factory(self, params: AlgoParams | None = None, init: str = "paper") -> QuantizerFactory:
+        """The factory building this algorithm's quantizers with ``params`` (default: the defaults) and the
+        ``algo.init`` mode ``init`` (``paper`` | ``calib``)."""
+        params = self.params_type() if params is None else params
+        paper = init == "paper"
 
         def make(spec: QuantSpec, kind: str, observer: str) -> FakeQuantize:
             cls = self.weight_quantizer if kind == "weight" else self.act_quantizer
             spec = self.adapt_spec(spec, kind)
             if paper:
                 observer = self.paper_calib[0 if kind == "weight" else 1]
-            return cls(spec, kind, build_observer(observer, spec), params)
+            return cls(spec, kind, build_observer(observer, spec), params, "paper" if paper else "calib")
 
         return make
 
@@ -234,16 +241,17 @@ class QATAlgorithm(QuantizedAlgorithm):
         learnable = [fq for _, fq in quantizers(gm) if isinstance(fq, LearnableQuantizer)]
         qparams = [p for fq in learnable for p in fq.parameters(recurse=False)]
         steps = baselines.max_batches(cfg.train, cfg.debug)
-        partial, resume = _partial_state(cfg)
-        log.info("QAT %s: %d quantizers, %d learnable parameter tensors, %s, %s steps/epoch", self.name,
-                 len(learnable), len(qparams), recipe, steps or "all")
+        partial, resume = _partial_state(cfg, ctx.cell_hash)
+        n = len(ctx.data.train)
+        log.info("QAT %s: %d quantizers, %d learnable parameter tensors, %s, %d steps/epoch", self.name,
+                 len(learnable), len(qparams), recipe, min(n, steps) if steps else n)
 
         def save_state(state: dict[str, Any]) -> None:
             baselines.save_checkpoint_atomic(state, partial)
 
         result = train(
             gm, ctx.data.train, ctx.data.test, recipe,
-            hooks=QATHooks(qparams, float(params["qparam_weight_decay"])), metrics=ctx.metrics, phase="qat",
+            hooks=QATHooks(qparams, params.qparam_weight_decay), metrics=ctx.metrics, phase="qat",
             max_train_batches=steps, max_eval_batches=cfg.debug.max_eval_batches, progress=bool(cfg.progress),
             resume=resume, save_state=save_state, log_every=int(cfg.train.log_every),
         )
@@ -253,7 +261,8 @@ class QATAlgorithm(QuantizedAlgorithm):
         write_qparams(gm, path)
         out: dict[str, Any] = {
             "status": result.status, "train_epochs": result.epochs_done, "qparams_json": path.name,
-            "train_steps_per_epoch": steps, "qat_params": params, "qat_init": str(cfg.algo.init),
+            "train_steps_per_epoch": result.steps_per_epoch, "qat_params": params.as_dict(),
+            "qat_init": str(cfg.algo.init),
             "init_observers": list(self.init_calib(cfg)),
             "resumed_from_epoch": int(resume["epoch"]) if resume else 0,  # > 0: an interrupted cell went on
         }
@@ -262,11 +271,11 @@ class QATAlgorithm(QuantizedAlgorithm):
         return out
 
 
-def _partial_state(cfg: DictConfig) -> tuple[Path, dict[str, Any] | None]:
+def _partial_state(cfg: DictConfig, cell_hash: str) -> tuple[Path, dict[str, Any] | None]:
     # an interrupted QAT cell resumes from its last finished epoch (keyed by the cell's config hash)
-    from bench.runner import cell_hash
-
-    path = baselines.cache_root(cfg) / "qat_partial" / f"{cell_hash(cfg)}.pt"
+    if not cell_hash:
+        raise ValueError("a QAT cell needs its config hash (CellContext.cell_hash) to keep resumable state")
+    path = baselines.cache_root(cfg) / "qat_partial" / f"{cell_hash}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         return path, None
@@ -306,9 +315,8 @@ def write_qparams(gm: nn.Module, path: Path) -> None:
             entry["learned"] = fq.learned()
             entry["algo_quantizer"] = type(fq).__name__
         data[name] = entry
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    text = json.dumps(data, indent=1)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def lsq_grad_factor(numel: int, qmax: int) -> float:

@@ -17,10 +17,9 @@ executes (MQBench Table 2).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
+from bench.algos.base import register_algo
 from bench.algos.qat import LearnableQuantizer, QATAlgorithm, grad_scale, lsq_grad_factor
 from bench.quant.fake import EPS, round_ste
 
@@ -53,6 +52,7 @@ class QILQuantizer(LearnableQuantizer):
         return step, torch.zeros_like(step)
 
 
+@register_algo(label="QIL", order=40)
 class QIL(QATAlgorithm):
     """Quantization Interval Learning (learned pruning / clipping interval)."""
 
@@ -61,4 +61,3 @@ class QIL(QATAlgorithm):
     weight_quantizer = QILQuantizer
     act_quantizer = QILQuantizer
     academic_only = "QIL's learned pruning interval and transformer are not an integer grid a target executes"
-    defaults: dict[str, Any] = {}

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from bench.algos.base import Algorithm, CellContext, CellOutcome
 from bench.engine import distributed, evaluate
@@ -24,21 +24,10 @@ from bench.ptq.calibrate import calibrate
 from bench.ptq.cle import equalize
 from bench.quant.debug import sensitivity, set_mode
 from bench.quant.insert import QuantizerFactory, default_factory, prepare
-from bench.quant.profiles import HardwareProfile, resolve_profile
+from bench.quant.profiles import HardwareProfile, load_profile, profile_names, resolve_profile
 from bench.quant.report import format_report, quant_report, write_report
 
 log = logging.getLogger(__name__)
-
-
-def algo_params(cfg: DictConfig, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """``algo.params`` over ``defaults``; an unknown key is a one-line error naming the accepted ones."""
-    given = OmegaConf.to_container(cfg.algo.params, resolve=True) if cfg.algo.params is not None else {}
-    assert isinstance(given, dict)
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        accepted = ", ".join(defaults) or "none"
-        raise BenchError(f"unknown algo.params.{unknown[0]} for algo={name}; accepted: {accepted}")
-    return {**defaults, **given}
 
 
 def first_last_bits(cfg: Any, profile: HardwareProfile) -> int | None:
@@ -62,6 +51,7 @@ class QuantizedAlgorithm(Algorithm):
         return None
 
     def check(self, cfg: DictConfig) -> None:
+        super().check(cfg)
         if self.kind != "ptq" and (cfg.ptq.cle or cfg.ptq.bias_correction != "none"):
             raise BenchError(
                 f"ptq.cle / ptq.bias_correction are post-training steps; algo={self.name} is {self.kind} "
@@ -69,13 +59,18 @@ class QuantizedAlgorithm(Algorithm):
             )
         if cfg.ptq.bn_recalib and not self.bn_recalib:
             raise BenchError(f"ptq.bn_recalib=true is not a step of algo={self.name} (accepted with: algo=ptq)")
+        reason = self.unsupported(resolve_profile(cfg))
+        if reason is not None:
+            ok = [n for n in profile_names() if self.unsupported(load_profile(n)) is None]
+            raise BenchError(f"algo={self.name} cannot run on hw={cfg.hw.name}: {reason}; accepted: "
+                             f"{', '.join(f'hw={n}' for n in ok) or 'none'}")
 
     def after_bias_correction(self, gm: fx.GraphModule, calib: torch.Tensor, batch_size: int) -> None:
         """Hook after ``ptq.bias_correction`` changed the biases (plain PTQ re-calibrates activation ranges)."""
 
     def apply(self, ctx: CellContext) -> CellOutcome:
         cfg = ctx.cfg
-        profile = resolve_profile(cfg)
+        profile = ctx.profile if ctx.profile is not None else resolve_profile(cfg)
         model, pre = ctx.model, {}
         if cfg.ptq.cle:  # white paper Sec. 3.5: CLE is a pre-processing step of the FP32 model
             model, pre = equalize(ctx.model)

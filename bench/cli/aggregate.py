@@ -20,18 +20,23 @@ arguments:
 written per track: table7_hw_<bits> (accuracy and hardware gap per profile, Avg. HW), table4_academic_<bits>
 (with Avg. Arch.), hw_robustness_<bits>, arch_robustness_<bits>, algo_std_<bits> (Fig. 5), best_algo_<bits>
 (+ _counts), table5_bnfold_[<hw>_]<bits>, table6_graph_[<hw>_]<bits> (<hw>_ for an override on a hardware
-profile), table10_ptq_<bits>, table11_init, cells.csv (every record), failed.csv, fig5_algo_std_<bits>.png,
-fig6_robustness_<bits>.png, curves/<arch>_<hw>_<bits>.png and index.md. A table without data is not written.
+profile), table10_ptq_<bits>, table11_init, deploy_check, onnx_runtime, cells.csv (every record), failed.csv,
+fig5_algo_std_<bits>.png, fig6_robustness_<bits>.png, curves/<arch>_<hw>_<bits>.png and index.md; with records
+of schema 2 or later also the mini track's views: ptq_<bits> (MinMax PTQ per profile, drop from FP32),
+ptq_calib_<n>bit (PTQ by calibration), ptq_bn_calib_<n>bit (PTQ before / after BN re-calibration),
+qat_<bits>_hw, qat_<bits>_academic, qat_<bits>_academic_<e>ep (QAT with init_top1, wall time, longer training)
+and ptq_advanced (RTN, BN re-calibration, CLE, bias correction and the reconstruction methods); <n>bit where
+weights and activations share the bit-width, else <bits>. A table without data is not written.
 Re-runs of one config keep one record (ok/nc before failed, then the latest); records that differ only in seed
 are the seeds of one cell (mean ± std, Student-t 95% CI, a mark where the CI overlaps the next-ranked
 algorithm's). Where several cells land in one table slot (e.g. 1- and 3-epoch runs) the table takes a non-smoke
-one, then MinMax calibration (QAT tables), the longest training, the most seeds, the latest. On track imagenet
-the paper's numbers (results/reference/*.csv) are added in brackets. Corrupt result.json files are skipped with
-a warning.
+one, then MinMax calibration (QAT tables), the longest training, the most seeds, the latest. Display names and
+order come from the records (schema 1 records: bench/aggregate/legacy.py). On track imagenet the paper's numbers
+(results/reference/*.csv) are added in brackets. Corrupt result.json files are skipped with a warning.
 
 examples:
   python -m bench aggregate
-  python -m bench aggregate runs=runs/qat_tables out=/tmp/agg track=fmnist-mini plots=false"""
+  python -m bench aggregate runs=runs/leaderboard out=/tmp/agg track=fmnist-mini plots=false"""
 
 
 def parse(argv: list[str]) -> dict[str, str] | str:

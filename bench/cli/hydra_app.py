@@ -9,14 +9,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from bench.config import CONF_DIR, GROUPS, check_overrides, group_options, register_configs, validate
+from bench.cli.args import fail
+from bench.config import CONF_DIR, GROUPS, check_overrides, group_options, register_configs
 from bench.errors import BenchError
-
-
-def fail(msg: str, code: int = 2) -> int:
-    """Print one error line to stderr and return the exit code."""
-    print(f"error: {msg}", file=sys.stderr)
-    return code
+from bench.validate import check_output_dirs
 
 
 def first_line(e: BaseException) -> str:
@@ -45,13 +41,21 @@ def compose_config(overrides: list[str], with_hydra: bool = False) -> DictConfig
 
 
 def compose_and_validate(overrides: list[str]) -> DictConfig:
-    """Compose the config as Hydra will, and validate it, before any output is written."""
-    from bench.algos import ALGOS
+    """Compose the config as Hydra will, and check the cell (:func:`bench.runner.check_cell`), before any output is
+    written."""
+    from bench.runner import check_cell
 
     cfg = compose_config(overrides)
-    validate(cfg)
-    ALGOS.get(cfg.algo.name).check(cfg)
+    check_cell(cfg)
     return cfg
+
+
+def first_of_sweep(override: str) -> str:
+    """``key=a,b,c`` -> ``key=a`` (a config of the sweep's first cell); other overrides unchanged."""
+    key, sep, value = override.partition("=")
+    if sep and "," in value and not value.startswith(("[", "{", "'", '"')) and not key.startswith("hydra"):
+        return f"{key}={value.split(',')[0]}"
+    return override
 
 
 LAUNCHERS = ("local", "parallel", "slurm")  # bench/conf/hydra/launcher (+ the plugins' own names, accepted too)
@@ -134,6 +138,8 @@ def launch(verb: str, argv: list[str], task: Callable[[DictConfig], None], extra
                 argv = ["-m", *argv]
             else:
                 compose_and_validate(overrides + (extra or []))
+        else:  # a sweep: its cells are checked one by one, but where it writes must work for all of them
+            check_output_dirs(compose_config([first_of_sweep(o) for o in overrides + (extra or [])]))
     except BenchError as e:
         return fail(str(e))
     sys.argv = [f"bench {verb}", *argv, *(extra or [])]

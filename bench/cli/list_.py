@@ -20,13 +20,17 @@ def _yaml_comment(group: str, name: str) -> str:
 def rows(axis: str) -> list[tuple[str, str]]:
     """(name, description) pairs of one axis."""
     if axis == "algo":
-        from bench.algos import ALGOS, Planned
+        from bench.algos import ALGOS
+        from bench.quant.profiles import load_profile, profile_names
 
         out = []
-        for name in ALGOS.names():
+        for name in sorted(ALGOS.names(), key=lambda n: (ALGOS.entry(n).order, n)):
             a = ALGOS.get(name)
-            state = "planned: " + a.capability.split(" (")[0] if isinstance(a, Planned) else "available"
-            out.append((name, f"[{a.kind}] {a.description} ({state})"))
+            hw = [p for p in profile_names() if a.unsupported(load_profile(p)) is None] if a.quantizes else []
+            where = f"; hw: {', '.join(hw)}" if hw and len(hw) < len(profile_names()) else ""
+            label = ALGOS.entry(name).label
+            desc = a.description if a.description.startswith(label) else f"{label}: {a.description}"
+            out.append((name, f"[{a.kind}] {desc}{where}"))
         return out
     if axis == "hw":
         from omegaconf import OmegaConf

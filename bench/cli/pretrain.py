@@ -5,7 +5,8 @@ from __future__ import annotations
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bench.cli.hydra_app import fail, help_text, launch, remove_if_empty_run_dir
+from bench.cli.args import fail
+from bench.cli.hydra_app import help_text, launch, remove_if_empty_run_dir
 from bench.errors import BenchError
 
 SUMMARY = (
@@ -36,11 +37,12 @@ def task(cfg: DictConfig) -> None:
     import torch
 
     from bench import baselines
-    from bench.config import num_workers, validate
+    from bench.config import num_workers
     from bench.data import build_data
     from bench.engine import evaluate
     from bench.engine.metrics import MetricsWriter
     from bench.results import write_json_atomic
+    from bench.validate import validate
 
     out = HydraConfig.get().runtime.output_dir
     try:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bench.cli.hydra_app import fail, help_text, launch, remove_if_empty_run_dir
+from bench.cli.args import fail
+from bench.cli.hydra_app import help_text, launch, remove_if_empty_run_dir
 from bench.engine import distributed
 from bench.errors import BenchError
+from bench.results import RECORD_NAME
 
 log = logging.getLogger("bench.run")
 
@@ -42,6 +45,8 @@ def task(cfg: DictConfig) -> None:
     out = hc.runtime.output_dir
     try:
         runner.run(cfg, out)
+        if not (Path(out) / RECORD_NAME).exists():  # skipped (recorded before): Hydra's run dir is left empty
+            remove_if_empty_run_dir(out, cfg.runs_dir)
         penv = distributed.detect()
         if penv is not None and penv.rank > 0 and hc.mode != RunMode.MULTIRUN:
             # torchrun / srun give each rank its own timestamped run dir; rank 0's holds the record

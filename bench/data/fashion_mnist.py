@@ -119,7 +119,7 @@ augment_batch = partial(random_flip_translate, max_shift=MAX_SHIFT, pad_value=BA
 augment_batch.__doc__ = "Fashion-MNIST training augmentation: random horizontal flip and translation of up to 2 px."
 
 
-@DATASETS.register("fashion_mnist")
+@DATASETS.register("fashion_mnist", label="Fashion-MNIST", num_classes=NUM_CLASSES)
 def build_fashion_mnist(
     *, root: str | None, batch_size: int, eval_batch_size: int, seed: int, augment: bool = True, num_workers: int = 0
 ) -> DataBundle:

@@ -185,7 +185,7 @@ def fingerprint(root: str) -> str:
     return digest.hexdigest()
 
 
-@DATASETS.register("imagenet")
+@DATASETS.register("imagenet", label="ImageNet", num_classes=1000)  # an ImageFolder says its own
 def build_imagenet(
     *, root: str | None, batch_size: int, eval_batch_size: int, seed: int, augment: bool = True, num_workers: int = 0
 ) -> DataBundle:

@@ -39,7 +39,7 @@ def load_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
     return x_train, y_train, x_test, y_test, digest.hexdigest()
 
 
-@DATASETS.register("synthetic")
+@DATASETS.register("synthetic", label="synthetic", num_classes=NUM_CLASSES)
 def build_synthetic(
     *, root: str | None, batch_size: int, eval_batch_size: int, seed: int, augment: bool = True, num_workers: int = 0
 ) -> DataBundle:

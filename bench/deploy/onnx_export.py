@@ -23,6 +23,7 @@ from bench.errors import BenchError
 from bench.quant.insert import TiedRequant, convert_folded
 from bench.quant.qmodules import QuantConv2d, QuantConvBn2d, QuantLinear
 from bench.quant.quantizer import FakeQuantize
+from bench.results import write_atomic
 
 OPSET = 13
 ONNX_RANGES = ((-128, 127), (0, 255))  # int8 / uint8: what QuantizeLinear holds at opset 13
@@ -48,6 +49,18 @@ class QDQ(nn.Module):
             return torch.fake_quantize_per_tensor_affine(x, self.s, self.z, self.qmin, self.qmax)
         return torch.fake_quantize_per_channel_affine(x, self.scale, self.zero_point, self.ch_axis, self.qmin,
                                                       self.qmax)
+
+
+def export_refusal(bn_fold: int, bits: dict[str, int | None]) -> str | None:
+    """Why a cell with BN-folding strategy ``bn_fold`` and these bit-widths (``w`` / ``a`` / ``first_last``; None:
+    the cell's) cannot be exported, known before any work; None when it can."""
+    if bn_fold == -1:
+        return "BN kept in float (bn_fold=-1) is not a deployable graph; accepted: quant.bn_fold=0..4"
+    wrong = {k: b for k, b in bits.items() if b is not None and b != 8}
+    if wrong:
+        given = ", ".join(f"{k}={b}" for k, b in wrong.items())
+        return f"ONNX QDQ at opset {OPSET} holds int8 / uint8 only ({given}); accepted: bits=w8a8"
+    return None
 
 
 def _qdq(fq: FakeQuantize, name: str) -> QDQ:
@@ -143,12 +156,11 @@ def export_onnx(gm: fx.GraphModule, example: Tensor, path: str | Path) -> dict[s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = export_form(gm)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torchscript_export(model, example, tmp)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: torchscript_export(model, example, tmp))
     params = qparams_json(gm)
     side = path.with_suffix(".qparams.json")
-    side.write_text(json.dumps(params, indent=1))
+    text = json.dumps(params, indent=1)
+    write_atomic(side, lambda tmp: tmp.write_text(text))
     ops: dict[str, int] = {}
     for node in onnx.load(str(path)).graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1

@@ -59,6 +59,7 @@ class TrainResult:
     epochs_done: int
     history: list[dict[str, Any]] = field(default_factory=list)
     reason: str | None = None
+    steps_per_epoch: int = 0  # optimizer steps each epoch ran: the cap, or fewer when the loader is shorter
 
 
 class Diverged(Exception):
@@ -150,7 +151,7 @@ def train(
                 reason = f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {i + 1}"
                 log.warning("%s diverged: %s", phase, reason)
                 metrics.write({"phase": phase, "epoch": epoch + 1, "step": step, "status": "nc", "reason": reason})
-                return TrainResult("nc", epoch, history, reason)
+                return TrainResult("nc", epoch, history, reason, steps_per_epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -190,7 +191,7 @@ def train(
         if not math.isfinite(ev["loss"]) and ev["n"] > 0:
             reason = f"non-finite test loss after epoch {epoch + 1}"
             metrics.write({**row, "status": "nc", "reason": reason})
-            return TrainResult("nc", epoch + 1, history + [row], reason)
+            return TrainResult("nc", epoch + 1, history + [row], reason, steps_per_epoch)
         history.append(row)
         metrics.write(row)
         log.info(
@@ -207,7 +208,7 @@ def train(
                     "history": list(history),
                 }
             )
-    return TrainResult("ok", recipe.epochs, history)
+    return TrainResult("ok", recipe.epochs, history, steps_per_epoch=steps_per_epoch)
 
 
 def _device_of(model: nn.Module) -> torch.device:

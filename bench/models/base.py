@@ -18,11 +18,16 @@ _FAMILIES = ("resnet", "mobile", "regnet", "test")
 _TRACKS = {"imagenet": (224, 3, 1000), "fmnist-mini": (32, 1, 10), "test": (32, 1, 10)}
 
 
+# table order of the architecture families of the papers (a mini variant sorts with its base)
+TABLE_ORDER = ("resnet18", "resnet50", "mobilenetv2", "efficientnet_lite0", "regnetx_600mf")
+
+
 def register_arch(name: str, *, family: str, track: str, **extra: Any) -> Callable[[ArchFactory], ArchFactory]:
     """Register ``factory(num_classes, in_chans) -> nn.Module`` under ``name`` and record its metadata.
 
     ``input_size``, ``in_chans`` and ``num_classes`` default from the track; ``extra`` adds free-form keys
-    (``timm_name`` for the ImageNet archs, ``base`` for the mini variants).
+    (``timm_name`` for the ImageNet archs, ``base`` for the mini variants). Tables show the name and order the archs
+    as ``TABLE_ORDER`` (by ``base`` for a mini variant), others after them.
     """
     if family not in _FAMILIES:
         raise ValueError(f"family {family!r} not in {_FAMILIES}")
@@ -37,7 +42,9 @@ def register_arch(name: str, *, family: str, track: str, **extra: Any) -> Callab
     info.update(extra)
 
     def deco(factory: ArchFactory) -> ArchFactory:
-        ARCHS.register(name)(factory)
+        base = str(info.get("base", name))
+        order = 10 * (TABLE_ORDER.index(base) + 1) if base in TABLE_ORDER else None
+        ARCHS.register(name, order=order)(factory)
         ARCH_INFO[name] = info
         return factory
 

@@ -54,20 +54,28 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return gm
 
 
-def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
-    return gm.get_submodule(node.target) if node.op == "call_module" else None
+def set_submodule(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted path ``target`` of ``gm`` by ``module``."""
+    parent_name, _, leaf = target.rpartition(".")
+    parent = gm.get_submodule(parent_name) if parent_name else gm
+    setattr(parent, leaf, module)
+
+
+def node_module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    """The module a ``call_module`` node calls (None for any other node)."""
+    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
 
 
 def _bn_user(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     """The single BatchNorm2d call_module consuming ``node``, or None."""
     users = list(node.users)
-    if len(users) == 1 and isinstance(_module(gm, users[0]), nn.BatchNorm2d):
+    if len(users) == 1 and isinstance(node_module(gm, users[0]), nn.BatchNorm2d):
         return users[0]
     return None
 
 
 def _conv_nodes(gm: fx.GraphModule) -> list[fx.Node]:
-    return [n for n in gm.graph.nodes if isinstance(_module(gm, n), nn.Conv2d)]
+    return [n for n in gm.graph.nodes if isinstance(node_module(gm, n), nn.Conv2d)]
 
 
 def conv_bn_pairs(gm: fx.GraphModule) -> list[tuple[str, str]]:

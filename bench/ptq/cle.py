@@ -32,7 +32,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.models.graph import trace
+from bench.models.graph import node_module, set_submodule, trace
 from bench.quant.clip import ChannelClip
 from bench.quant.qmodules import fold_conv_bn_weights
 
@@ -187,16 +187,6 @@ class _Link:
 # ------------------------------------------------------------------------------------------------ graph helpers
 
 
-def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
-    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
-
-
-def _set_submodule(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
-    parent_name, _, leaf = target.rpartition(".")
-    parent = gm.get_submodule(parent_name) if parent_name else gm
-    setattr(parent, leaf, module)
-
-
 class _CallCounts:
     """How many call_module nodes call each module object. Keyed by identity, and it holds a reference to every module
     it counted: a module replaced during the pass must not be freed, or a new one could reuse its ``id``."""
@@ -221,7 +211,7 @@ def _own_module(gm: fx.GraphModule, node: fx.Node, module: nn.Module, uses: _Cal
     name (a ReLU6 instance shared by several call sites must not get this site's per-channel bounds)."""
     old = gm.get_submodule(str(node.target))
     if uses[old] <= 1:
-        _set_submodule(gm, str(node.target), module)
+        set_submodule(gm, str(node.target), module)
     else:
         base = f"{str(node.target).replace('.', '_')}_cle"
         name, k = base, 1
@@ -246,7 +236,7 @@ def _reads_only(node: fx.Node, src: fx.Node) -> bool:
 
 def _act_kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
     """"relu", "clip" (ChannelClip), "hardtanh" (ReLU6 or another ``Hardtanh(0, u)``), or None (not equivariant)."""
-    m = _module(gm, node)
+    m = node_module(gm, node)
     if m is not None:
         if isinstance(m, nn.ReLU):
             return "relu"
@@ -263,7 +253,7 @@ def _act_kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
 
 
 def _flatten_start(node: fx.Node, gm: fx.GraphModule) -> int | None:
-    m = _module(gm, node)
+    m = node_module(gm, node)
     if isinstance(m, nn.Flatten):
         return m.start_dim if m.end_dim == -1 else None
     is_flatten = (node.op == "call_function" and node.target is torch.flatten) or (
@@ -280,7 +270,7 @@ def _is_global_pool(m: nn.Module | None) -> bool:
 
 def _weighted(gm: fx.GraphModule, node: fx.Node, uses: _CallCounts) -> nn.Conv2d | nn.Linear | None:
     # a conv / linear call_module that is called from this node only (a shared module cannot take per-site scales)
-    m = _module(gm, node)
+    m = node_module(gm, node)
     if isinstance(m, nn.Conv2d | nn.Linear) and uses[m] == 1 and len(node.args) == 1 and not node.kwargs:
         return m
     return None
@@ -301,7 +291,7 @@ def _next_layer(
         user = _single_user(node)
     pooled = flat = False
     while user is not None and _reads_only(user, node):
-        m = _module(gm, user)
+        m = node_module(gm, user)
         if isinstance(m, nn.Dropout):
             pass
         elif _is_global_pool(m) and isinstance(a, nn.Conv2d) and not pooled:
@@ -329,11 +319,11 @@ def _fold_bn(gm: fx.GraphModule, uses: _CallCounts) -> int:
     """Replace each conv whose only user is a BatchNorm2d (with running statistics) by a FoldedConv2d; BN removed."""
     n = 0
     for node in list(gm.graph.nodes):
-        conv = _module(gm, node)
+        conv = node_module(gm, node)
         bn_node = _single_user(node)
         if type(conv) is not nn.Conv2d or uses[conv] != 1 or bn_node is None:
             continue
-        bn = _module(gm, bn_node)
+        bn = node_module(gm, bn_node)
         if not isinstance(bn, nn.BatchNorm2d) or uses[bn] != 1 or bn.running_mean is None:
             continue
         if bn.running_var is None or bn.num_features != conv.out_channels:

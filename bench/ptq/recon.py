@@ -32,11 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from bench.models.graph import set_submodule
 from bench.ptq.frozen import FrozenWeightQuantizer
 from bench.ptq.rounding import AdaRoundQuantizer
 from bench.ptq.units import Unit, capture, graph_input, partition, quant_enabled, subgraph_module
 from bench.quant.fake import EPS, pot_scale
-from bench.quant.insert import WEIGHTED, _set_submodule
+from bench.quant.insert import WEIGHTED
 from bench.quant.lsq import lsq_fake_quantize
 from bench.quant.quantizer import FakeQuantize
 
@@ -47,7 +48,7 @@ EVAL_SAMPLES = 256  # calibration images on which each unit's loss is reported b
 
 @dataclass(frozen=True)
 class ReconSettings:
-    """The optimisation budget (``recon.*`` config group; ``bench/conf/recon/imagenet.yaml`` holds the papers' values)."""
+    """The optimisation budget (``recon.*`` config group; ``bench/conf/recon/imagenet.yaml``: the papers' values)."""
 
     iters: int = 20000
     batch_size: int = 32
@@ -258,7 +259,7 @@ def _reconstruct_unit(
                 if not fq.active:
                     continue
                 lq = ReconActQuantizer(fq)
-                _set_submodule(gm, name, lq)
+                set_submodule(gm, name, lq)
                 learned_acts.append((name, fq, lq))
             act_params = [p for _, _, lq in learned_acts for p in lq.parameters()]
             if act_params:
@@ -312,7 +313,7 @@ def _reconstruct_unit(
         for name, fq, lq in learned_acts:  # learned step sizes back into the original quantizer
             s, z = lq.effective_qparams()
             fq.set_qparams(s, z)
-            _set_submodule(gm, name, fq)
+            set_submodule(gm, name, fq)
     log.info("%s %s: reconstruction loss %.4g -> %.4g", stage.name, unit.name, before, after)
     return {"stage": stage.name, "unit": unit.name, "kind": unit.kind, "layers": unit.layers,
             "loss_before": before, "loss_after": after}

@@ -22,7 +22,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from bench.quant.insert import WEIGHTED, _kind, _module, quantizers
+from bench.models.graph import node_module
+from bench.quant.insert import WEIGHTED, node_kind, quantizers
 from bench.quant.quantizer import FakeQuantize
 
 UNIT_MODES = ("layer", "block")
@@ -45,7 +46,7 @@ class Unit:
 
 
 def _is_fq(gm: fx.GraphModule, n: fx.Node) -> bool:
-    return isinstance(_module(gm, n), FakeQuantize)
+    return isinstance(node_module(gm, n), FakeQuantize)
 
 
 def _ancestors(n: fx.Node) -> set[fx.Node]:
@@ -86,7 +87,7 @@ def _region(gm: fx.GraphModule, core: set[fx.Node], order: dict[fx.Node, int]) -
 def _trailing(gm: fx.GraphModule, n: fx.Node) -> fx.Node:
     """``n`` or the activation that is its only reader."""
     users = list(n.users)
-    if len(users) == 1 and _kind(gm, users[0]) in ("relu", "act"):
+    if len(users) == 1 and node_kind(gm, users[0]) in ("relu", "act"):
         return users[0]
     return n
 
@@ -101,7 +102,7 @@ def partition(gm: fx.GraphModule, mode: str = "layer") -> list[Unit]:
         raise ValueError(f"unit mode {mode!r}; accepted: {', '.join(UNIT_MODES)}")
     nodes = list(gm.graph.nodes)
     order = {n: i for i, n in enumerate(nodes)}
-    weighted = [n for n in nodes if isinstance(_module(gm, n), WEIGHTED)]
+    weighted = [n for n in nodes if isinstance(node_module(gm, n), WEIGHTED)]
     units: list[Unit] = []
     taken: set[fx.Node] = set()
     if mode == "block":
@@ -126,7 +127,7 @@ def partition(gm: fx.GraphModule, mode: str = "layer") -> list[Unit]:
 
 def _residual_blocks(gm: fx.GraphModule, nodes: list[fx.Node], order: dict[fx.Node, int]) -> list[Unit]:
     out = []
-    for add in [n for n in nodes if _kind(gm, n) == "add"]:
+    for add in [n for n in nodes if node_kind(gm, n) == "add"]:
         ins = add.all_input_nodes
         if len(ins) != 2:
             continue
@@ -137,7 +138,7 @@ def _residual_blocks(gm: fx.GraphModule, nodes: list[fx.Node], order: dict[fx.No
         inside = {n for n in _ancestors(add) if fork in _ancestors(n)} | {add}
         end = _trailing(gm, add)
         inside.add(end)
-        layers = [str(n.target) for n in nodes if n in inside and isinstance(_module(gm, n), WEIGHTED)]
+        layers = [str(n.target) for n in nodes if n in inside and isinstance(node_module(gm, n), WEIGHTED)]
         found = _region(gm, inside, order)
         if not layers or found is None:
             continue

@@ -33,7 +33,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from bench.models.graph import trace
+from bench.models.graph import node_module, set_submodule, trace
 from bench.quant.clip import ChannelClip
 from bench.quant.fake import fake_quantize
 from bench.quant.fixedpoint import requantize
@@ -129,13 +129,9 @@ class QuantPlan:
     requant: list[tuple[fx.Node, fx.Node]] = field(default_factory=list)  # (avg-pool node, its input tensor)
 
 
-def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
-    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
-
-
-def _kind(gm: fx.GraphModule, node: fx.Node) -> str:
+def node_kind(gm: fx.GraphModule, node: fx.Node) -> str:
     """Category of a node for the placement rules."""
-    m = _module(gm, node)
+    m = node_module(gm, node)
     if node.op == "placeholder":
         return "input"
     if node.op == "output":
@@ -176,12 +172,6 @@ def _kind(gm: fx.GraphModule, node: fx.Node) -> str:
     return "other"
 
 
-def _set_submodule(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
-    parent_name, _, leaf = target.rpartition(".")
-    parent = gm.get_submodule(parent_name) if parent_name else gm
-    setattr(parent, leaf, module)
-
-
 def _tensor_args(node: fx.Node) -> list[fx.Node]:
     args = node.args[0] if node.target in _CAT_FUNCS else node.args
     return [a for a in args if isinstance(a, fx.Node)]
@@ -192,18 +182,18 @@ def _replace_weighted(
     factory: QuantizerFactory,
 ) -> list[fx.Node]:
     """Swap conv(+BN)/linear modules for quantized ones; returns the weighted nodes in graph order."""
-    nodes = [n for n in gm.graph.nodes if isinstance(_module(gm, n), nn.Conv2d | nn.Linear)]
+    nodes = [n for n in gm.graph.nodes if isinstance(node_module(gm, n), nn.Conv2d | nn.Linear)]
     for i, node in enumerate(nodes):
-        m = _module(gm, node)
+        m = node_module(gm, node)
         edge = i in (0, len(nodes) - 1) and first_last_bits is not None
         spec = profile.weight_spec(first_last_bits if edge else w_bits)
         wfq = factory(spec, "weight", calib_weight)
         users = list(node.users)
         if isinstance(m, nn.Linear):
             new: nn.Module = QuantLinear(m, wfq)
-        elif len(users) == 1 and isinstance(_module(gm, users[0]), nn.BatchNorm2d):
+        elif len(users) == 1 and isinstance(node_module(gm, users[0]), nn.BatchNorm2d):
             bn_node = users[0]
-            new = QuantConvBn2d(m, _module(gm, bn_node), profile.bn_fold, wfq)
+            new = QuantConvBn2d(m, node_module(gm, bn_node), profile.bn_fold, wfq)
             bn_node.replace_all_uses_with(node)
             gm.graph.erase_node(bn_node)
             # the BN now lives inside the fused module; drop its old path (named_modules dedups shared modules,
@@ -211,14 +201,14 @@ def _replace_weighted(
             gm.delete_submodule(str(bn_node.target))
         else:
             new = QuantConv2d(m, wfq)
-        _set_submodule(gm, str(node.target), new)
+        set_submodule(gm, str(node.target), new)
     return nodes
 
 
 def plan(gm: fx.GraphModule, graph: int, a_bits: int, first_last_bits: int | None) -> QuantPlan:
     """Decide the activation quantizers of a graph whose weighted modules were already swapped."""
     nodes = list(gm.graph.nodes)
-    kinds = {n: _kind(gm, n) for n in nodes}
+    kinds = {n: node_kind(gm, n) for n in nodes}
     weighted = [n for n in nodes if kinds[n] == "weighted"]
     edge_layers = {weighted[0], weighted[-1]} if weighted and first_last_bits is not None else set()
     want: dict[fx.Node, int] = {}  # tensor -> bits
@@ -345,7 +335,7 @@ def prepare(
 
 def _pool_window(gm: fx.GraphModule, pool: fx.Node) -> int | None:
     # N of an average pooling with a fixed window (AvgPool2d without padding); None: inferred from the shapes
-    m = _module(gm, pool)
+    m = node_module(gm, pool)
     if isinstance(m, nn.AvgPool2d) and m.padding in (0, (0, 0)) and not m.ceil_mode:
         k = m.kernel_size
         kh, kw = (k, k) if isinstance(k, int) else k
@@ -356,21 +346,21 @@ def _pool_window(gm: fx.GraphModule, pool: fx.Node) -> int | None:
 def _quantizer_of(gm: fx.GraphModule, node: fx.Node) -> FakeQuantize | None:
     # the quantizer an on-grid tensor came from (through max-pool / flatten / ReLU / a shared-grid concatenation)
     while isinstance(node, fx.Node):
-        m = _module(gm, node)
+        m = node_module(gm, node)
         if isinstance(m, FakeQuantize):
             return m
         if isinstance(m, TiedRequant):
             return m.source
         if not node.args:
             return None
-        node = _tensor_args(node)[0] if _kind(gm, node) == "cat" else node.args[0]
+        node = _tensor_args(node)[0] if node_kind(gm, node) == "cat" else node.args[0]
     return None
 
 
 def _link_inputs(gm: fx.GraphModule) -> None:
     """Give every weighted layer the quantizer of its input (for its integer bias); None where it reads a float."""
     for node in gm.graph.nodes:
-        m = _module(gm, node)
+        m = node_module(gm, node)
         if isinstance(m, WEIGHTED) and node.args and isinstance(node.args[0], fx.Node):
             m.set_input_quantizer(_quantizer_of(gm, node.args[0]) if _on_grid_chain(gm, node.args[0]) else None)
 
@@ -378,12 +368,12 @@ def _link_inputs(gm: fx.GraphModule) -> None:
 def _on_grid_chain(gm: fx.GraphModule, node: fx.Node) -> bool:
     # the tensor comes from a quantizer through ops that keep it on its grid (max-pool, flatten, ReLU, concat)
     while isinstance(node, fx.Node):
-        m = _module(gm, node)
+        m = node_module(gm, node)
         if isinstance(m, FakeQuantize | TiedRequant):
             return True
-        if _kind(gm, node) not in ("maxpool", "pass", "relu", "cat") or not node.args:
+        if node_kind(gm, node) not in ("maxpool", "pass", "relu", "cat") or not node.args:
             return False
-        node = _tensor_args(node)[0] if _kind(gm, node) == "cat" else node.args[0]
+        node = _tensor_args(node)[0] if node_kind(gm, node) == "cat" else node.args[0]
     return False
 
 
@@ -395,15 +385,15 @@ def _attach_bn(gm: fx.GraphModule, tensor: fx.Node, fq: FakeQuantize) -> None:
     relu_max: float | None = None
     relu = False
     node = tensor
-    kind = _kind(gm, node)
+    kind = node_kind(gm, node)
     if kind in ("relu", "act"):
-        m = _module(gm, node)
+        m = node_module(gm, node)
         if kind == "act" and not isinstance(m, nn.ReLU6 | nn.Hardtanh):
             return  # the range of other activations does not follow from BN's
         relu = True
         relu_max = 6.0 if isinstance(m, nn.ReLU6) else None
         node = node.args[0]
-    m = _module(gm, node)
+    m = node_module(gm, node)
     if isinstance(m, QuantConvBn2d) and m.bn is not None and m.strategy != 0:
         bn = m.bn
         gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_mean)
@@ -427,6 +417,6 @@ def convert_folded(gm: fx.GraphModule) -> fx.GraphModule:
     its float BN (the academic setting is not foldable by definition)."""
     for name, m in list(gm.named_modules()):
         if isinstance(m, QuantConvBn2d) and m.strategy != -1:
-            _set_submodule(gm, name, m.to_folded())
+            set_submodule(gm, name, m.to_folded())
     gm.recompile()
     return gm

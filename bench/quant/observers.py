@@ -30,12 +30,14 @@ _SAMPLE_OPTIONS: dict[str, Any] = {"max_samples": 2**20, "seed": 0}
 _O = TypeVar("_O", bound="type[Observer]")
 
 
-def _register(name: str) -> Callable[[_O], _O]:
-    """Register an observer class under ``name`` and record the name on the class (for messages)."""
+def _register(name: str, *, label: str, order: int, weights: bool = True) -> Callable[[_O], _O]:
+    """Register an observer class under ``name`` (the ``calib.*`` value) with its display ``label``, table ``order``
+    and whether it can calibrate weights (``calib.weight``; every one calibrates activations), and record the name on
+    the class (for messages)."""
 
     def deco(cls: _O) -> _O:
         cls.name = name
-        OBSERVERS.register(name)(cls)
+        OBSERVERS.register(name, label=label, order=order, weights=weights)(cls)
         return cls
 
     return deco
@@ -260,7 +262,7 @@ def _clip_sym(min_val: torch.Tensor, max_val: torch.Tensor, t: torch.Tensor) -> 
     return torch.maximum(min_val, -t), torch.minimum(max_val, t)
 
 
-@_register("minmax")
+@_register("minmax", label="MinMax", order=10)
 class MinMaxObserver(Observer):
     """Running min / max over all batches: no clipping error."""
 
@@ -268,7 +270,7 @@ class MinMaxObserver(Observer):
         return self._observed()
 
 
-@_register("mse")
+@_register("mse", label="MSE", order=20)
 class MSEObserver(_SampledObserver):
     """Grid search of the clip range ``(f * min, f * max)``, ``f = i / steps`` for ``i = 1..steps``, minimising the
     Lp reconstruction error (``p = 2.4``) of real fake quantization on the (sampled) values.
@@ -340,7 +342,7 @@ def _kl_per_threshold(hist: torch.Tensor, levels: int) -> torch.Tensor:
     return torch.where(kept > 0, kl, torch.full_like(kl, math.inf)).nan_to_num(nan=math.inf, posinf=math.inf)
 
 
-@_register("kld")
+@_register("kld", label="KLD", order=30)
 class KLDObserver(Observer):
     """TensorRT entropy calibration: a ``bins``-bin histogram of ``|x|`` (per tensor or per channel), threshold
     ``T = (i + 0.5) * bin_width`` for the ``i`` minimising KL(P || Q) (:func:`_kl_per_threshold`), capped at the
@@ -418,7 +420,7 @@ def _quantile(rows: torch.Tensor, q: float) -> torch.Tensor:
     return torch.lerp(v_below, v_above, weight)
 
 
-@_register("quantile")
+@_register("quantile", label="Quantile", order=40)
 class QuantileObserver(_SampledObserver):
     """Clip at the ``q`` quantile (0.9999) of the (sampled) values: of ``|x|`` for symmetric specs, the ``1 - q``
     and ``q`` quantiles of ``x`` for asymmetric ones."""
@@ -440,7 +442,7 @@ class QuantileObserver(_SampledObserver):
         return _quantile(data, 1.0 - self.q), _quantile(data, self.q)
 
 
-@_register("norm")
+@_register("norm", label="Norm", order=50)
 class NormObserver(Observer):
     """The LSQ initialisation ``s = 2 mean(|x|) / sqrt(Qp)`` (``Qp`` = qmax of the resolved grid), as a range.
 
@@ -478,7 +480,7 @@ class NormObserver(Observer):
         return lo, lo + span
 
 
-@_register("meanstd")
+@_register("meanstd", label="MeanStd", order=60)
 class MeanStdObserver(Observer):
     """Range ``mean -+ k std`` (``k = 3``; DSQ uses 2.6) with running mean / population variance over batches
     (Chan's parallel update, float64), kept within the observed ``[min, max]`` (never wider than min-max)."""
@@ -512,7 +514,7 @@ class MeanStdObserver(Observer):
         return torch.maximum(lo, min_val.double()), torch.minimum(hi, max_val.double())
 
 
-@_register("batch_minmax")
+@_register("batch_minmax", label="BatchMinMax", order=80, weights=False)
 class BatchMinMaxObserver(Observer):
     """DSQ's "BatchMinMax" activation range (MQBench App. F): per batch, the per-sample min and max averaged over the
     batch dimension, smoothed across batches with an exponential moving average (``momentum`` 0.9, started from the
@@ -554,7 +556,7 @@ class BatchMinMaxObserver(Observer):
         return self._ema
 
 
-@_register("bn")
+@_register("bn", label="BN", order=70, weights=False)
 class BNObserver(Observer):
     """BN-based activation range (white paper Sec. 3.1): ``[beta - k |gamma|, beta + k |gamma|]`` per channel
     (``k = 6``), reduced to the overall min / max per tensor, from the BatchNorm producing the tensor.
@@ -607,3 +609,9 @@ class BNObserver(Observer):
         if self.min_val is not None and self.min_val.shape != lo.shape:
             raise ValueError(f"calib bn: BN has {lo.numel()} channels, the observed tensor {self.min_val.numel()}")
         return lo, hi
+
+
+def calib_names(kind: str) -> list[str]:
+    """The ``calib.weight`` (``kind="weight"``) or ``calib.act`` (``"act"``) methods, in table order."""
+    names = [n for n in OBSERVERS.names() if kind == "act" or OBSERVERS.entry(n).meta["weights"]]
+    return sorted(names, key=lambda n: (OBSERVERS.entry(n).order, n))

@@ -1,23 +1,28 @@
-"""Hardware profiles as data: ``bench/conf/hw/<name>.yaml`` -> frozen :class:`HardwareProfile` (MQBench Table 2, App. E).
+"""Hardware profiles as data: ``bench/conf/hw/<name>.yaml`` -> frozen :class:`HardwareProfile` (MQBench Table 2,
+App. E).
 
 The quantizer and the graph pass only read a profile; nothing branches on a profile's name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import CONF_DIR, group_options
+from bench.config import CONF_DIR, DeployArith, HwConfig, SpecConfig, group_options
 from bench.errors import BenchError
 from bench.quant.fixedpoint import REQUANT_MODES, ROUNDINGS
 from bench.quant.spec import QuantSpec
 
 GRAPHS = (1, 2, 3)
 BN_FOLDS = (-1, 0, 1, 2, 3, 4)
-SPEC_KEYS = ("signed", "symmetric", "per_channel", "pot_scale", "narrow_range", "pot_snap")
+# the one hardware schema is bench.config.HwConfig (what Hydra checks the YAML files against): its keys and defaults
+HW_KEYS = tuple(f.name for f in fields(HwConfig))
+SPEC_KEYS = tuple(f.name for f in fields(SpecConfig))
+DEPLOY_KEYS = tuple(f.name for f in fields(DeployArith))
+DEFAULTS = asdict(HwConfig())
 
 
 class ProfileError(BenchError):
@@ -42,13 +47,13 @@ class HardwareProfile:
     act: QuantSpec
     graph: int
     bn_fold: int
-    first_last_bits: int | None = 8
-    hardware_target: bool = False
-    provider: str = "-"
-    hardware: str = "-"
-    description: str = ""
-    requant: str = "float32"  # deploy.requant: how the integer target rescales accumulators (bench.deploy)
-    rounding: str = "half_even"  # deploy.rounding
+    first_last_bits: int | None
+    hardware_target: bool
+    provider: str
+    hardware: str
+    description: str
+    requant: str  # deploy.requant: how the integer target rescales accumulators (bench.deploy)
+    rounding: str  # deploy.rounding
 
     def __post_init__(self) -> None:
         if self.graph not in GRAPHS:
@@ -78,25 +83,35 @@ class HardwareProfile:
         )
 
 
-def _spec(node: Any, name: str, kind: str) -> QuantSpec:
+def _section(node: Any, name: str, kind: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    # a sub-node of the profile over the schema's defaults; a key the schema does not have is a one-line error
     data = dict(node or {})
-    unknown = sorted(set(data) - set(SPEC_KEYS))
+    unknown = sorted(set(data) - set(keys))
     if unknown:
-        raise ProfileError(f"profile {name}: unknown {kind} key {unknown[0]!r}; accepted: {', '.join(SPEC_KEYS)}")
+        raise ProfileError(f"profile {name}: unknown {kind} key {unknown[0]!r}; accepted: {', '.join(keys)}")
+    return {**DEFAULTS[kind], **data}
+
+
+def _spec(node: Any, name: str, kind: str) -> QuantSpec:
     try:
-        return QuantSpec(bits=8, ch_axis=0, **data)
+        return QuantSpec(bits=8, ch_axis=0, **_section(node, name, kind, SPEC_KEYS))
     except ValueError as e:
         raise ProfileError(f"profile {name}: {kind} {e}") from None
 
 
 def profile_from_config(hw: DictConfig | dict[str, Any]) -> HardwareProfile:
-    """Build a profile from a ``hw`` config node (the composed ``cfg.hw`` or a loaded YAML file)."""
+    """Build a profile from a ``hw`` config node (the composed ``cfg.hw`` or a loaded YAML file); keys and defaults
+    are those of the schema ``bench.config.HwConfig``."""
     h = OmegaConf.to_container(hw, resolve=True) if isinstance(hw, DictConfig) else dict(hw)
     assert isinstance(h, dict)
     name = str(h.get("name", "?"))
+    unknown = sorted(set(h) - set(HW_KEYS))
+    if unknown:
+        raise ProfileError(f"profile {name}: unknown key {unknown[0]!r}; accepted: {', '.join(HW_KEYS)}")
     for key in ("graph", "bn_fold"):
-        if type(h.get(key)) is not int:  # noqa: E721  (bool and float are not accepted)
+        if type(h.get(key, DEFAULTS[key])) is not int:  # noqa: E721  (bool and float are not accepted)
             raise ProfileError(f"profile {name}: {key}={h.get(key)!r} must be an integer")
+    h = {**DEFAULTS, **h}
     deploy = _deploy(h.get("deploy"), name)
     return HardwareProfile(
         name=name,
@@ -104,21 +119,18 @@ def profile_from_config(hw: DictConfig | dict[str, Any]) -> HardwareProfile:
         act=replace(_spec(h.get("act"), name, "act"), rounding=deploy["rounding"]),
         graph=int(h["graph"]),
         bn_fold=int(h["bn_fold"]),
-        first_last_bits=None if h.get("first_last_bits") is None else int(h["first_last_bits"]),
-        hardware_target=bool(h.get("hardware_target", False)),
-        provider=str(h.get("provider", "-")),
-        hardware=str(h.get("hardware", "-")),
-        description=str(h.get("description", "")),
+        first_last_bits=None if h["first_last_bits"] is None else int(h["first_last_bits"]),
+        hardware_target=bool(h["hardware_target"]),
+        provider=str(h["provider"]),
+        hardware=str(h["hardware"]),
+        description=str(h["description"]),
         **deploy,
     )
 
 
 def _deploy(node: Any, name: str) -> dict[str, str]:
-    data = dict(node or {})
-    unknown = sorted(set(data) - {"requant", "rounding"})
-    if unknown:
-        raise ProfileError(f"profile {name}: unknown deploy key {unknown[0]!r}; accepted: requant, rounding")
-    out = {"requant": str(data.get("requant", "float32")), "rounding": str(data.get("rounding", "half_even"))}
+    data = _section(node, name, "deploy", DEPLOY_KEYS)
+    out = {"requant": str(data["requant"]), "rounding": str(data["rounding"])}
     if out["requant"] not in REQUANT_MODES:
         raise ProfileError(f"profile {name}: deploy.requant={out['requant']!r} invalid; accepted: "
                            f"{', '.join(REQUANT_MODES)}")

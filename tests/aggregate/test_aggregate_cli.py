@@ -32,6 +32,10 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(cli.USAGE) and "out=DIR" in out and "<out>/<track>/" in out
+    # every table the aggregator writes is listed, the mini track's views among them
+    for name in ("table7_hw_<bits>", "table11_init", "deploy_check", "ptq_<bits>", "ptq_calib_<n>bit",
+                 "ptq_bn_calib_<n>bit", "qat_<bits>_hw", "qat_<bits>_academic_<e>ep", "ptq_advanced"):
+        assert name in out, name
 
 
 def test_unknown_argument(capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,11 +15,12 @@ from bench.errors import BenchError
 from bench.models import build_model
 from bench.ptq.calibrate import calibrate
 from bench.quant.insert import prepare, quantizers
-from bench.quant.profiles import load_profile
+from bench.quant.profiles import load_profile, profile_names
 
-HWS = ["academic", "tensorrt", "acl", "tvm", "snpe", "fbgemm"]
-UNIFORM = ["lsq", "lsqplus", "pact", "dsq", "dorefa"]
-QAT = UNIFORM + ["qil", "apot"]
+# from the registries: a new QAT algorithm (one module + one YAML) or profile is covered without editing a list
+HWS = profile_names()
+QAT = [n for n in ALGOS.names() if ALGOS.get(n).kind == "qat"]
+CELLS = [(a, h) for a in QAT for h in HWS if ALGOS.get(a).unsupported(load_profile(h)) is None]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def _cell(make_cfg, tmp_path, name, *overrides, cache):
 
 
 @pytest.mark.parametrize(
-    ("algo", "hw"), [(a, h) for a in UNIFORM for h in HWS] + [("qil", "academic"), ("apot", "academic")]
+    ("algo", "hw"), CELLS
 )
 def test_every_algorithm_on_every_deployable_profile(make_cfg, tmp_path, algo, hw, cache):
     rec, out = _cell(make_cfg, tmp_path, f"{algo}_{hw}", f"algo={algo}", f"hw={hw}", cache=cache)
@@ -53,8 +54,9 @@ def test_every_algorithm_on_every_deployable_profile(make_cfg, tmp_path, algo, h
     assert all(e["algo_quantizer"] and len(e["scale"]) >= 1 for e in qp.values())
     acts_learn = [bool(e["learned"]) for e in qp.values() if e["kind"] == "act"]
     weights_learn = [bool(e["learned"]) for e in qp.values() if e["kind"] == "weight"]
-    assert all(acts_learn) == (algo in ("lsq", "lsqplus", "pact", "qil", "apot"))  # DSQ / DoReFa: rule-based
-    assert all(weights_learn) == (algo in ("lsq", "lsqplus", "qil", "apot"))  # PACT's weights are DoReFa's
+    a = ALGOS.get(algo)
+    assert all(acts_learn) == bool(a.act_quantizer.lazy_params)  # DSQ / DoReFa: rule-based
+    assert all(weights_learn) == bool(a.weight_quantizer.lazy_params)  # PACT's weights are DoReFa's
 
 
 def _prepared(algo: str, hw: str, bits: int = 4):
@@ -64,13 +66,18 @@ def _prepared(algo: str, hw: str, bits: int = 4):
     assert isinstance(a, QATAlgorithm)
     profile = load_profile(hw)
     gm = prepare(model, profile, w_bits=bits, a_bits=bits, calib_weight="minmax", calib_act="minmax",
-                 first_last_bits=profile.first_last_bits, factory=a.quantizer_factory({**a.defaults, "init": "calib"}))
+                 first_last_bits=profile.first_last_bits, factory=a.quantizer_factory(init="calib"))
     x = torch.randn(32, 1, 32, 32)
     calibrate(gm, x, 16)
     return gm, x
 
 
-@pytest.mark.parametrize("algo", ["lsq", "lsqplus", "pact", "qil", "apot"])
+def test_which_algorithms_learn_their_grids():
+    learns = {a for a in QAT if ALGOS.get(a).act_quantizer.lazy_params}
+    assert {"lsq", "lsqplus", "pact", "qil", "apot"} <= learns and not {"dsq", "dorefa"} & learns
+
+
+@pytest.mark.parametrize("algo", [a for a in QAT if ALGOS.get(a).act_quantizer.lazy_params])
 def test_learned_parameters_receive_gradients_and_move(algo):
     gm, x = _prepared(algo, "academic")
     params = [p for _, fq in quantizers(gm) if isinstance(fq, LearnableQuantizer) for p in fq.parameters(False)]
@@ -124,11 +131,18 @@ def test_lsqplus_academic_activations_are_asymmetric_with_learned_offset():
 
 
 def test_academic_only_algorithms_rejected_on_hardware(make_cfg):
-    for algo in ("qil", "apot"):
-        for hw in HWS[1:]:
+    assert {"qil", "apot"} <= {a for a in QAT if ALGOS.get(a).academic_only}  # MQBench Table 2
+    for algo in (a for a in QAT if ALGOS.get(a).academic_only):
+        for hw in (h for h in HWS if load_profile(h).hardware_target):
             with pytest.raises(BenchError, match=f"algo={algo} cannot run on hw={hw}"):
                 ALGOS.get(algo).check(make_cfg(f"algo={algo}", f"hw={hw}"))
         ALGOS.get(algo).check(make_cfg(f"algo={algo}", "hw=academic"))
+
+
+def test_the_record_says_the_steps_that_ran(make_cfg, tmp_path, cache):
+    # a cap above the loader's length runs (and reports) the loader's length
+    rec, _ = _cell(make_cfg, tmp_path, "steps", "algo=lsq", "hw=academic", "train.steps_per_epoch=60", cache=cache)
+    assert rec["status"] == "ok" and rec["extra"]["train_steps_per_epoch"] == 1024 // 64  # synthetic / tiny's batch
 
 
 def test_divergence_is_recorded_as_nc(make_cfg, tmp_path, cache):
@@ -181,7 +195,7 @@ def test_state_dict_restores_learned_state_into_uncalibrated_model(algo):
     a = ALGOS.get(algo)
     fresh = prepare(build_model("tiny", num_classes=10, in_chans=1), load_profile("academic"), w_bits=4, a_bits=4,
                     calib_weight="minmax", calib_act="minmax", first_last_bits=8,
-                    factory=a.quantizer_factory({**a.defaults, "init": "calib"}))
+                    factory=a.quantizer_factory(init="calib"))
     fresh.load_state_dict(gm.state_dict())
     fresh.eval()
     with torch.no_grad():
@@ -190,7 +204,7 @@ def test_state_dict_restores_learned_state_into_uncalibrated_model(algo):
 
 @pytest.mark.parametrize("algo", QAT)
 def test_paper_initialisation_is_the_default_and_the_record_says_so(make_cfg, tmp_path, algo, cache):
-    hw = "academic" if algo in ("qil", "apot") else "snpe"
+    hw = "academic" if ALGOS.get(algo).academic_only else "snpe"
     rec, _ = _cell(make_cfg, tmp_path, f"{algo}_paper", f"algo={algo}", f"hw={hw}", "calib=mse", cache=cache)
     assert rec["status"] == "ok"
     assert (rec["calib_weight"], rec["calib_act"]) == ("paper", "paper")  # calib.* was not used
@@ -210,7 +224,7 @@ def test_paper_constants_and_observers_initialise_the_quantizers():
     # LSQ: Norm 2 mean|x| / sqrt(Qp); PACT: alpha = 6 (beta = -6 on asymmetric grids); DSQ: BatchMinMax for activations
     from bench.algos import ALGOS
 
-    lsq = ALGOS.get("lsq").quantizer_factory({"init": "paper", "qparam_weight_decay": 0.0, "kernel": "paper"})
+    lsq = ALGOS.get("lsq").quantizer_factory(init="paper")
     spec = load_profile("tensorrt").act_spec(4)
     fq = lsq(spec, "act", "minmax")  # the paper's observer replaces the given one
     x = torch.randn(4096) * 2
@@ -219,12 +233,12 @@ def test_paper_constants_and_observers_initialise_the_quantizers():
     fq.observing = False
     fq.compute_qparams()
     assert fq.s.item() == pytest.approx(2 * x.abs().mean().item() / 7 ** 0.5, rel=1e-5)
-    pact = ALGOS.get("pact").quantizer_factory({"init": "paper", "qparam_weight_decay": 0.0})
+    pact = ALGOS.get("pact").quantizer_factory(init="paper")
     fq = pact(load_profile("snpe").act_spec(4), "act", "mse")
     fq.observing = True
     fq(x)
     fq.observing = False
     fq.compute_qparams()
     assert fq.alpha.item() == 6.0 and fq.beta.item() == -6.0
-    assert type(ALGOS.get("dsq").quantizer_factory({"init": "paper"})(spec, "act", "minmax").observer).__name__ \
+    assert type(ALGOS.get("dsq").quantizer_factory(init="paper")(spec, "act", "minmax").observer).__name__ \
         == "BatchMinMaxObserver"

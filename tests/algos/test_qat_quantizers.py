@@ -23,8 +23,8 @@ POT = QuantSpec(bits=4, signed=True, symmetric=True, pot_scale=True)
 PER_CH = QuantSpec(bits=4, signed=True, symmetric=True, per_channel=True, ch_axis=0)
 
 
-def make(cls, spec, kind="act", scale=0.5, zp=0, params=None, signed=None):
-    q = cls(spec, kind, None, params or {})
+def make(cls, spec, kind="act", scale=0.5, zp=0, params=None, signed=None, init="calib"):
+    q = cls(spec, kind, None, params, init)
     n = 1
     q.set_qparams(torch.full((n,), float(scale)), torch.full((n,), zp, dtype=torch.int32),
                   spec.signed if signed is None else signed)
@@ -75,7 +75,7 @@ def test_lsq_asymmetric_learns_zero_point():
 
 
 def test_lsq_per_channel_gradient_scale_counts_one_channel():
-    q = LSQQuantizer(PER_CH, "weight", None, {})
+    q = LSQQuantizer(PER_CH, "weight", None)
     q.set_qparams(torch.tensor([0.5, 0.25]), torch.zeros(2, dtype=torch.int32), True)
     w = torch.stack([X, X / 2])
     w.requires_grad_(True)
@@ -108,7 +108,7 @@ def test_pact_unsigned_gradient_rule():
 
 
 def test_pact_symmetric_clip_both_sides_and_paper_init():
-    q = make(PACTActQuantizer, SYM, scale=0.5, params={"init": "paper"})
+    q = make(PACTActQuantizer, SYM, scale=0.5, init="paper")
     assert q.alpha.item() == 6.0
     y, dx = _grads(q, X)
     s, qmin, qmax = 6.0 / 7, -8, 7
@@ -254,7 +254,7 @@ def test_apot_activation_alpha_gradient_rule():
 
 def test_apot_weight_standardises_and_keeps_units():
     w = torch.randn(8, 16, generator=torch.Generator().manual_seed(1)) * 0.05
-    q = APoTQuantizer(SYM, "weight", None, {"init": "paper"})
+    q = APoTQuantizer(SYM, "weight", None, init="paper")
     q.set_qparams(torch.tensor([0.01]), torch.zeros(1, dtype=torch.int32), True)
     assert q.alpha.item() == 3.0
     y = q(w)

@@ -57,7 +57,7 @@ def test_every_method_on_every_profile(make_cfg, tmp_path, algo, hw, cache):
 
 def test_stages_of_each_method():
     stages = {a: [(s.units, s.rounding, s.acts_on, s.learn_acts, s.drop_prob) for s in ALGOS.get(a).stages(
-        ALGOS.get(a).defaults)] for a in RECON}
+        ALGOS.get(a).params_type())] for a in RECON}
     assert stages["adaround"] == [("layer", True, False, False, 0.0)]
     assert stages["brecq"] == [("block", True, False, False, 0.0), ("block", False, True, True, 0.0)]
     assert stages["qdrop"] == [("block", True, True, True, 0.5)]

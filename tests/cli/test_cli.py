@@ -84,6 +84,7 @@ def truncated_checkpoint(tmp_path: Path) -> Path:
         (["train.epochs=-2"], "train.epochs=-2 must be >= 0"),
         (["data=imagenet"], "data.root"),
         (["TRUNCATED"], "corrupt checkpoint"),
+        (["seed=-1"], "seed=-1 must be >= 0"),
     ],
 )
 def test_bad_input_one_line_nonzero_nothing_written(tmp_path, args, needle):
@@ -93,7 +94,7 @@ def test_bad_input_one_line_nonzero_nothing_written(tmp_path, args, needle):
         args = ["data=synthetic", "arch=tiny", f"arch.checkpoint={ckpt}"]
         before = set(written(tmp_path))
     p = bench("run", *args, "runs_dir=runs", tmp_path=tmp_path)
-    assert p.returncode != 0
+    assert p.returncode == 2
     err = p.stderr.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and needle in err, err
     assert set(written(tmp_path)) == before
@@ -107,9 +108,26 @@ def test_smoke_cell_writes_record_then_skips(tmp_path):
     assert len(records) == 1 and "result: " in p.stdout
     rec = json.loads(records[0].read_text())
     assert rec["status"] == "ok" and rec["track"] == "test" and rec["algo"] == "fp32"
+    # one permission mode for every output (mkstemp's 0600 is not it)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in records[0].parent.iterdir() if f.is_file()}
+    assert len(set(modes.values())) == 1 and modes["result.json"] == modes["metrics.jsonl"], modes
+    runs_before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*"))
     again = bench(*args, tmp_path=tmp_path, check=True)
-    assert "skipped: identical cell already recorded at" in again.stdout
-    assert len(list((tmp_path / "runs").rglob("result.json"))) == 1
+    assert (again.stdout + again.stderr).count("skipped: identical cell already recorded at") == 1
+    # a skipped cell leaves nothing behind: no second (empty) run folder
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*")) == runs_before
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_outputs_that_cannot_be_written_fail_before_any_work(tmp_path, sweep):
+    (tmp_path / "afile").write_text("x")
+    for runs, says in (("/proc/forbidden", "runs_dir='/proc/forbidden' is not writable"),
+                       (str(tmp_path / "afile" / "runs"), f"is not a directory ({tmp_path / 'afile'} is a file)")):
+        args = ["-m", "seed=0,1"] if sweep else []
+        p = bench("run", *args, "data=synthetic", "arch=tiny", "debug=smoke", f"runs_dir={runs}", tmp_path=tmp_path)
+        err = p.stderr.strip()
+        assert p.returncode == 2 and len(err.splitlines()) == 1 and says in err, err
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["afile"]
 
 
 def test_multirun_records_failed_cell_and_goes_on(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 SMOKE = ["data=synthetic", "arch=tiny", "debug=smoke", "progress=false", "threads=1"]
 
@@ -33,7 +34,8 @@ def test_check_real_records_fake_and_integer_accuracy(tmp_path, run_bench):
 def test_check_real_needs_a_quantized_cell(tmp_path, run_bench):
     p = run_bench("check-real", *SMOKE, "algo=fp32", f"runs_dir={tmp_path / 'runs'}", tmp_path=tmp_path)
     assert p.returncode != 0
-    assert p.stderr.strip().splitlines()[-1].startswith("error: deploy.check=true runs a quantized model; algo=fp32")
+    assert p.stderr.strip().splitlines()[-1].startswith(
+        "error: deploy.check=true (check-real) runs a quantized model; algo=fp32")
     assert not (tmp_path / "runs").exists()
 
 
@@ -46,10 +48,27 @@ def test_export_writes_qdq_onnx_and_records_onnxruntime_accuracy(tmp_path, run_b
     ort = rec["extra"]["onnx"]
     assert ort["status"] == "ok" and ort["fake_top1"] == rec["top1"] and ort["ops"]["QuantizeLinear"] > 0
     assert (rec_path.parent / "model.onnx").is_file() and (rec_path.parent / "model.qparams.json").is_file()
-    # 4-bit grids do not fit ONNX's int8 / uint8 QuantizeLinear: recorded as not exportable, the cell still ends
-    p = run_bench("export", *SMOKE, "algo=ptq", "hw=fbgemm", "bits=w4a4", f"runs_dir={runs}", tmp_path=tmp_path)
-    assert p.returncode == 0 and "not exportable" in p.stdout
     out = tmp_path / "tables"
     assert run_bench("aggregate", f"runs={runs}", f"out={out}", "plots=false", tmp_path=tmp_path).returncode == 0
     table = pd.read_csv(out / "onnx_runtime.csv")
-    assert sorted(table["status"]) == ["not_exportable", "ok"]
+    assert list(table["status"]) == ["ok"]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["algo=ptq", "hw=fbgemm", "bits=w4a4"], "cannot export hw=fbgemm bits=w4a4: ONNX QDQ at opset 13 holds int8"),
+    (["algo=ptq", "hw=academic", "bits=w8a8"], "BN kept in float (bn_fold=-1) is not a deployable graph"),
+    (["algo=apot", "bits=w8a8"], "algo=apot cannot be deployed: APoT's additive powers-of-two levels"),
+])
+def test_export_refuses_what_cannot_be_exported_before_any_work(tmp_path, run_bench, args, says):
+    # known from the config alone: one line, exit 2, nothing trained or written
+    runs = tmp_path / "runs"
+    p = run_bench("export", *SMOKE, *args, f"runs_dir={runs}", tmp_path=tmp_path)
+    assert p.returncode == 2 and says in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not runs.exists()
+
+
+def test_check_real_refuses_a_model_off_the_integer_grid_before_any_work(tmp_path, run_bench):
+    runs = tmp_path / "runs"
+    p = run_bench("check-real", *SMOKE, "algo=qil", f"runs_dir={runs}", tmp_path=tmp_path)
+    assert p.returncode == 2 and "algo=qil cannot be deployed: QIL's learned pruning interval" in p.stderr, p.stderr
+    assert not runs.exists()

@@ -19,15 +19,15 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.fx as fx
 from omegaconf import DictConfig
 
-from bench.algos.base import CellContext
-from bench.algos.quantized import QuantizedAlgorithm, algo_params
+from bench.algos.base import AlgoParams, CellContext, register_algo
+from bench.algos.quantized import QuantizedAlgorithm
 from bench.errors import BenchError
 from bench.ptq.calibrate import calibrate_acts
 from bench.ptq.ioso import (
@@ -41,7 +41,7 @@ from bench.ptq.ioso import (
 )
 from bench.ptq.recon import ReconSettings, Stage, freeze, reconstruct
 from bench.quant.insert import weighted_modules
-from bench.quant.profiles import HardwareProfile, load_profile, profile_names, resolve_profile
+from bench.quant.profiles import HardwareProfile
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,35 @@ def recon_settings(cfg: DictConfig) -> ReconSettings:
     )
 
 
-def refuse_profile(name: str, cfg: DictConfig, reason_of: Any) -> None:
-    """Raise a one-line error when ``reason_of(profile)`` finds the cell's profile unfit, naming the fitting ones."""
-    reason = reason_of(resolve_profile(cfg))
-    if reason is None:
-        return
-    ok = [n for n in profile_names() if reason_of(load_profile(n)) is None]
-    raise BenchError(f"algo={name} cannot run on hw={cfg.hw.name}: {reason}; accepted: "
-                     f"{', '.join(f'hw={n}' for n in ok) or 'none'}")
+@dataclass(frozen=True)
+class BRECQParams(AlgoParams):
+    """``algo.params`` of BRECQ."""
+
+    fisher: bool = False  # weight the block output error by the squared gradient of the loss (BRECQ's Fisher)
+
+
+@dataclass(frozen=True)
+class QDropParams(AlgoParams):
+    """``algo.params`` of QDrop."""
+
+    drop_prob: float = 0.5  # probability of keeping an activation in full precision during reconstruction
+
+    def check(self) -> None:
+        if not 0 <= self.drop_prob < 1:
+            raise BenchError(f"algo.params.drop_prob={self.drop_prob} must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class IOSOParams(AlgoParams):
+    """``algo.params`` of IOSO."""
+
+    isg: bool = True  # input channel-wise scale groups (shift-friendly factors)
+    group_values: tuple[float, ...] = tuple(GROUP_VALUES)  # the factors a group can take (seed 002 App. C)
+
+    def check(self) -> None:
+        if len(self.group_values) < 1 or any(v <= 0 for v in self.group_values):
+            raise BenchError(f"algo.params.group_values={list(self.group_values)} must be a non-empty list of "
+                             "positive factors")
 
 
 class ReconAlgorithm(QuantizedAlgorithm):
@@ -71,25 +92,8 @@ class ReconAlgorithm(QuantizedAlgorithm):
 
     kind = "ptq"
     uses_recon = True
-    defaults: dict[str, Any] = {}
 
-    def params(self, cfg: DictConfig) -> dict[str, Any]:
-        """``algo.params`` over the method's defaults (validated)."""
-        return algo_params(cfg, self.name, self.defaults)
-
-    def unsupported(self, profile: HardwareProfile) -> str | None:
-        """Why the method cannot run on ``profile`` (None: it can)."""
-        return None
-
-    def check(self, cfg: DictConfig) -> None:
-        super().check(cfg)
-        self.check_params(self.params(cfg))
-        refuse_profile(self.name, cfg, self.unsupported)
-
-    def check_params(self, p: dict[str, Any]) -> None:
-        """Validate the method's own parameters (one-line errors)."""
-
-    def stages(self, p: dict[str, Any]) -> list[Stage]:
+    def stages(self, p: Any) -> list[Stage]:
         """The reconstruction stages, in order."""
         raise NotImplementedError
 
@@ -118,7 +122,7 @@ class ReconAlgorithm(QuantizedAlgorithm):
             calibrate_acts(gm, calib, bs)  # white paper Sec. 3.5: activation ranges last
         out = {
             "recon": {"preset": str(cfg.recon.preset), **asdict(settings), "calib_images": int(calib.shape[0])},
-            "algo_params": p,
+            "algo_params": p.as_dict(),
             "recon_units": [{k: v for k, v in s.items() if k != "layers"} for s in stats],
             "recon_layers": frozen,
             "recon_s": round(time.perf_counter() - t0, 2),
@@ -126,62 +130,58 @@ class ReconAlgorithm(QuantizedAlgorithm):
         out.update(extra)
         return out
 
-    def finish(self, gm: fx.GraphModule, calib: torch.Tensor, p: dict[str, Any]) -> dict[str, Any]:
+    def finish(self, gm: fx.GraphModule, calib: torch.Tensor, p: Any) -> dict[str, Any]:
         """After the last stage, before the rounding is frozen: extra record fields."""
         return {}
 
 
+@register_algo(label="AdaRound", order=90)
 class AdaRound(ReconAlgorithm):
     """AdaRound: layer-wise adaptive rounding of the weights."""
 
     name = "adaround"
     description = "AdaRound: layer-wise learned rounding (rectified sigmoid, annealed regulariser)"
 
-    def stages(self, p: dict[str, Any]) -> list[Stage]:
+    def stages(self, p: Any) -> list[Stage]:
         return [Stage("adaround", units="layer")]
 
 
+@register_algo(label="BRECQ", order=100)
 class BRECQ(ReconAlgorithm):
     """BRECQ: block reconstruction of the rounding, then of the activation step sizes."""
 
     name = "brecq"
     description = "BRECQ: block reconstruction (rounding, then activation step sizes), optional Fisher loss"
-    defaults = {"fisher": False}
+    params_type = BRECQParams
 
-    def stages(self, p: dict[str, Any]) -> list[Stage]:
+    def stages(self, p: BRECQParams) -> list[Stage]:
         return [
-            Stage("brecq-weights", units="block", fisher=bool(p["fisher"])),
-            Stage("brecq-acts", units="block", rounding=False, acts_on=True, learn_acts=True,
-                  fisher=bool(p["fisher"])),
+            Stage("brecq-weights", units="block", fisher=p.fisher),
+            Stage("brecq-acts", units="block", rounding=False, acts_on=True, learn_acts=True, fisher=p.fisher),
         ]
 
 
+@register_algo(label="QDrop", order=110)
 class QDrop(ReconAlgorithm):
     """QDrop: block reconstruction with activation quantization randomly dropped."""
 
     name = "qdrop"
     description = "QDrop: block reconstruction with activations dropped to full precision (p=0.5)"
-    defaults = {"drop_prob": 0.5}
+    params_type = QDropParams
 
-    def check_params(self, p: dict[str, Any]) -> None:
-        if not 0 <= float(p["drop_prob"]) < 1:
-            raise BenchError(f"algo.params.drop_prob={p['drop_prob']} must be in [0, 1)")
-
-    def stages(self, p: dict[str, Any]) -> list[Stage]:
-        return [Stage("qdrop", units="block", acts_on=True, learn_acts=True, drop_prob=float(p["drop_prob"]))]
+    def stages(self, p: QDropParams) -> list[Stage]:
+        return [Stage("qdrop", units="block", acts_on=True, learn_acts=True, drop_prob=p.drop_prob)]
 
 
+@register_algo(label="IOSO", order=130)
 class IOSO(ReconAlgorithm):
     """IOSO: output channel-wise scale and offset, input channel-wise scale groups, AdaRound rounding."""
 
+    not_deployable = ("IOSO's input-channel factors (shift-and-add groups) are modelled neither by the integer "
+                      "executor nor by ONNX QDQ")
     name = "ioso"
     description = "IOSO: output channel-wise scale/offset + input channel scale groups, block reconstruction"
-    defaults = {"isg": True, "group_values": list(GROUP_VALUES)}
-
-    def check_params(self, p: dict[str, Any]) -> None:
-        vals = p["group_values"]
-        if not isinstance(vals, list) or len(vals) < 1 or any(float(v) <= 0 for v in vals):
-            raise BenchError(f"algo.params.group_values={vals} must be a non-empty list of positive factors")
+    params_type = IOSOParams
 
     def unsupported(self, profile: HardwareProfile) -> str | None:
         w = profile.weight
@@ -192,8 +192,8 @@ class IOSO(ReconAlgorithm):
             return f"IOSO's learned output scales are not powers of two; hw={profile.name} needs power-of-two scales"
         return None
 
-    def stages(self, p: dict[str, Any]) -> list[Stage]:
-        build = make_quantizer(bool(p["isg"]), [float(v) for v in p["group_values"]])
+    def stages(self, p: IOSOParams) -> list[Stage]:
+        build = make_quantizer(p.isg, list(p.group_values))
         return [
             Stage("ioso-weights", units="block", quantizer=build,
                   extra=lambda mods: oso_parameters(mods, groups=True), extra_reg=groups_regularizer),
@@ -212,6 +212,6 @@ class IOSO(ReconAlgorithm):
                 c = m.weight_fq.group_counts()
                 if c:
                     counts = [a + b for a, b in zip(counts, c, strict=True)] if counts else c
-        n_groups = len(p["group_values"]) if p["isg"] else 1
+        n_groups = len(p.group_values) if p.isg else 1
         ops = isg_int_ops(gm, calib[:1], n_groups)
         return {"ioso_group_counts": counts, **{f"ioso_{k}": v for k, v in ops.items()}}
