@@ -1,7 +1,8 @@
 """QAT training-step overhead: time per QAT step / time per FP32 step, side by side in one process.
 
 Usage: ``python benchmarks/qat_step_speed.py [--arch resnet18_mini] [--batch 128] [--threads 2] [--steps 15]
-[--rounds 3] [--hw tensorrt]``.
+[--rounds 3] [--hw tensorrt] [--device cpu|cuda] [--no-torch-ao]``. On ``--device cuda`` every step is followed by
+``torch.cuda.synchronize()`` so the clock sees the kernels, not their launch.
 
 Every variant is the same FP32 model (``--arch`` with fresh weights, BN gammas set to 1 because torch.ao's fused ConvBn
 divides by ``gamma / sigma`` and returns NaN for the zero-initialised last BN of a residual block; random 1x32x32
@@ -39,12 +40,14 @@ QAT = ["lsq", "lsqplus", "pact", "dsq", "dorefa", "qil", "apot"]
 
 
 def harness_qat(model: nn.Module, algo: str, hw: str, calib: torch.Tensor) -> nn.Module:
-    """``model`` prepared with ``algo``'s quantizers on profile ``hw`` at W4A4 and calibrated on ``calib``."""
+    """``model`` prepared with ``algo``'s quantizers on profile ``hw`` at W4A4 and calibrated on ``calib`` (on the
+    device of ``calib``)."""
     a = ALGOS.get(algo)
     assert isinstance(a, QATAlgorithm)
     profile = load_profile(hw)
-    gm = prepare(copy.deepcopy(model), profile, w_bits=4, a_bits=4, calib_weight="minmax", calib_act="minmax",
+    gm = prepare(copy.deepcopy(model).cpu(), profile, w_bits=4, a_bits=4, calib_weight="minmax", calib_act="minmax",
                  first_last_bits=profile.first_last_bits, factory=a.quantizer_factory())
+    gm.to(calib.device)  # quantizers are built on the CPU
     calibrate(gm, calib, 128)
     return gm
 
@@ -59,15 +62,18 @@ def torch_ao_qat(model: nn.Module, example: torch.Tensor) -> nn.Module:
 
 
 def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    """One training step of ``model`` on ``(x, y)``."""
-    model.train()
+    """One training step of ``model`` on ``(x, y)`` (on their device; synchronised on CUDA)."""
+    model.to(x.device).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    cuda = x.device.type == "cuda"
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()
 
     return step
 
@@ -82,22 +88,28 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--hw", default="tensorrt")
     p.add_argument("--algos", default=",".join(QAT))
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--no-torch-ao", action="store_true", help="leave out PyTorch's prepare_qat_fx variant")
     args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
+    dev = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model(args.arch, num_classes=10, in_chans=1)
     for m in model.modules():  # torch.ao's ConvBn divides by gamma / sigma: the zero-init last BN of a block gives NaN
         if isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
-    x = torch.randn(args.batch, 1, 32, 32)
-    y = torch.randint(0, 10, (args.batch,))
-    calib = torch.randn(256, 1, 32, 32)
+    x = torch.randn(args.batch, 1, 32, 32).to(dev)
+    y = torch.randint(0, 10, (args.batch,)).to(dev)
+    calib = torch.randn(256, 1, 32, 32).to(dev)
 
     variants: dict[str, Callable[[], None]] = {"fp32": make_step(copy.deepcopy(model), x, y)}
     for algo in args.algos.split(","):
         hw = "academic" if ALGOS.get(algo).academic_only else args.hw  # type: ignore[attr-defined]
         variants[f"{algo}/{hw}"] = make_step(harness_qat(model, algo, hw, calib), x, y)
-    variants["torch.ao prepare_qat_fx"] = make_step(torch_ao_qat(model, x), x, y)
+    if not args.no_torch_ao:
+        variants["torch.ao prepare_qat_fx"] = make_step(torch_ao_qat(model, x.cpu()), x, y)
 
     times: dict[str, list[float]] = {k: [] for k in variants}
     for step in variants.values():  # warm-up (allocator, first-call overheads)
@@ -110,8 +122,8 @@ def main() -> None:
                 step()
                 times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["fp32"])
-    print(f"{args.arch}, batch {args.batch}, {args.threads} threads, W4A4, median of {args.rounds}x{args.steps} "
-          "interleaved steps")
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{args.threads} threads"
+    print(f"{args.arch}, batch {args.batch}, {where}, W4A4, median of {args.rounds}x{args.steps} interleaved steps")
     print(f"{'variant':<26} {'ms/step':>9} {'x FP32':>8}")
     for name, ts in times.items():
         med = statistics.median(ts)
