@@ -28,7 +28,6 @@ class ConfigError(BenchError):
 
 
 QAT_INITS = ("paper", "calib")
-POT_SNAPS = ("ceil", "round", "mse")  # bench.quant.spec.POT_SNAPS (the schemas do not import the quantization core)
 
 
 @dataclass

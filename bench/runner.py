@@ -87,9 +87,9 @@ def describe(cfg: DictConfig, num_classes: int | None = None) -> dict[str, Any]:
     and table ``order`` of its algo, hw, arch and calibration methods, from the registries and the hw config."""
     labels: dict[str, str] = {}
     order: dict[str, int] = {}
+    calib_weight, calib_act = record_calib(cfg)
     for axis, reg, value in (("algo", ALGOS, cfg.algo.name), ("arch", ARCHS, cfg.arch.name),
-                             ("calib_weight", OBSERVERS, record_calib(cfg)[0]),
-                             ("calib_act", OBSERVERS, record_calib(cfg)[1])):
+                             ("calib_weight", OBSERVERS, calib_weight), ("calib_act", OBSERVERS, calib_act)):
         entry = reg.entry(str(value)) if str(value) in reg else None
         labels[axis] = entry.label if entry else str(value)
         order[axis] = entry.order if entry else UNORDERED

@@ -13,7 +13,6 @@ from bench.algos import ALGOS
 from bench.baselines import cache_root
 from bench.config import (
     BIAS_CORRECTION,
-    POT_SNAPS,
     QAT_INITS,
     QUANT_ONLY,
     SUPPORTED_BITS,
@@ -26,6 +25,8 @@ from bench.data import DATASETS
 from bench.engine.distributed import BACKENDS, DEVICES
 from bench.models import ARCHS
 from bench.quant.observers import calib_names
+from bench.quant.profiles import BN_FOLDS, GRAPHS
+from bench.quant.spec import POT_SNAPS
 
 
 def _need(cond: bool, msg: str) -> None:
@@ -54,12 +55,13 @@ def validate(cfg: DictConfig | BenchConfig) -> None:
         f"unknown ptq.bias_correction {c.ptq.bias_correction!r}; accepted: {', '.join(BIAS_CORRECTION)}",
     )
     if c.quant.graph is not None:
-        _need(c.quant.graph in (1, 2, 3), f"quant.graph={c.quant.graph} invalid; accepted: 1, 2, 3")
+        _need(c.quant.graph in GRAPHS, f"quant.graph={c.quant.graph} invalid; accepted: {', '.join(map(str, GRAPHS))}")
     if c.quant.pot_snap is not None:
         _need(c.quant.pot_snap in POT_SNAPS, f"unknown quant.pot_snap {c.quant.pot_snap!r}; accepted: "
               f"{', '.join(POT_SNAPS)}, null")
     if c.quant.bn_fold is not None:
-        _need(c.quant.bn_fold in range(-1, 5), f"quant.bn_fold={c.quant.bn_fold} invalid; accepted: -1, 0, 1, 2, 3, 4")
+        _need(c.quant.bn_fold in BN_FOLDS,
+              f"quant.bn_fold={c.quant.bn_fold} invalid; accepted: {', '.join(map(str, BN_FOLDS))}")
     _need(c.quant.only in QUANT_ONLY, f"unknown quant.only {c.quant.only!r}; accepted: {', '.join(QUANT_ONLY)}")
     for key, v in (("quant.first_last_bits", c.quant.first_last_bits), ("hw.first_last_bits", c.hw.first_last_bits)):
         _need(v is None or v in SUPPORTED_BITS, f"{key}={v} out of range; accepted: 2..8 (16/32 bypass), null")
