@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 
 from bench.algos import ALGOS
+from bench.errors import BenchError
 from bench.models import build_model
 from bench.ptq.calibrate import calibrate
 from bench.ptq.recon import ReconSettings, reconstruct
@@ -100,18 +101,37 @@ def main() -> None:
     p.add_argument("--methods", default="adaround,brecq,qdrop,ioso")
     p.add_argument("--units", default="resnet18_mini:layer2.0,mobilenetv2_mini:blocks.2.0")
     args = p.parse_args()
+    try:
+        run(args)
+    except (BenchError, ValueError) as e:  # one line, as the CLI's errors
+        raise SystemExit(f"error: {e}") from None
+
+
+def run(args: argparse.Namespace) -> None:
+    """The benchmark for parsed ``args`` (bad values: BenchError / ValueError naming them)."""
     torch.set_num_threads(args.threads)
-    w_bits, a_bits = (int(v) for v in args.bits.lstrip("w").split("a"))
+    bits = args.bits.removeprefix("w").split("a")
+    if len(bits) != 2 or not all(b.isdigit() for b in bits):
+        raise ValueError(f"--bits {args.bits!r} invalid; accepted: w<bits>a<bits>, e.g. w4a8")
+    w_bits, a_bits = (int(b) for b in bits)
+    methods = args.methods.split(",")
+    for method in methods:
+        if not getattr(ALGOS.get(method), "uses_recon", False):
+            recon = [n for n in ALGOS.names() if ALGOS.get(n).uses_recon]
+            raise ValueError(f"--methods {method!r} is not a reconstruction method; accepted: {', '.join(recon)}")
     torch.manual_seed(0)
     images = torch.randn(args.images, 1, 32, 32)
     print(f"{args.hw} {args.bits}, batch {args.batch}, {args.threads} threads, per-iteration time from "
           f"{args.iters} vs {2 * args.iters} iterations, median of {args.rounds} interleaved rounds")
     print(f"{'arch:block':<32} {'variant':<22} {'ms/iter':>8} {'x plain':>8}")
     for spec in args.units.split(","):
-        arch, block = spec.split(":")
+        arch, _, block = spec.partition(":")
         gm = prepared(arch, args.hw, w_bits, a_bits, images)
+        blocks = [u.name for u in partition(gm, "block") if u.kind == "block"]
+        if block not in blocks:
+            raise ValueError(f"--units {spec!r}: {arch} has no block {block!r}; accepted: {', '.join(blocks)}")
         variants: dict[str, Callable[[int], float]] = {"plain fwd+bwd+Adam": plain_step(gm, block, images, args.batch)}
-        for method in args.methods.split(","):
+        for method in methods:
             algo = ALGOS.get(method)
             for i, _ in enumerate(algo.stages(algo.params_type())):
                 name, run = stage_step(gm, method, i, block, images, args.batch)
