@@ -270,8 +270,9 @@ def _check_real(cfg: DictConfig, outcome: Any, data: Any) -> dict[str, Any]:
 
 
 def _export_onnx(cfg: DictConfig, outcome: Any, data: Any, output_dir: Path) -> dict[str, Any]:
-    """``deploy.onnx``: write model.onnx + model.qparams.json and evaluate the ONNX model with onnxruntime."""
-    from bench.deploy.onnx_export import ExportError, export_onnx, ort_check
+    """``deploy.onnx``: write model.onnx + model.qparams.json and evaluate the ONNX model with onnxruntime; the same
+    for model.ort.onnx, its exact rewrite for onnxruntime's x86 integer kernels."""
+    from bench.deploy.onnx_export import ExportError, export_onnx, ort_check, ort_variant
 
     if outcome.model is None or outcome.status != "ok":
         return {"status": "skipped", "reason": "no quantized model" if outcome.model is None else outcome.status}
@@ -284,8 +285,12 @@ def _export_onnx(cfg: DictConfig, outcome: Any, data: Any, output_dir: Path) -> 
     res = {**ort_check(outcome.model, output_dir / "model.onnx", data.test, cfg.deploy.max_batches,
                        threads=torch.get_num_threads()), "ops": info["ops"], "file": "model.onnx",
            "qparams_json": "model.qparams.json"}
+    variant = ort_variant(output_dir / "model.onnx")
+    fast = ort_check(outcome.model, variant, data.test, cfg.deploy.max_batches, threads=torch.get_num_threads())
+    res["ort_variant"] = {"file": variant.name, **{k: fast[k] for k in ("ort_top1", "agreement", "max_abs_logit_diff")}}
     print(f"onnx export: {output_dir / 'model.onnx'}  onnxruntime top-1 {res['ort_top1']:.2f} (fake-quant "
-          f"{res['fake_top1']:.2f}, agreement {res['agreement']:.2f}%)")
+          f"{res['fake_top1']:.2f}, agreement {res['agreement']:.2f}%); {variant.name} (integer kernels on x86) "
+          f"top-1 {fast['ort_top1']:.2f}, agreement {fast['agreement']:.2f}%")
     return res
 
 

@@ -1,27 +1,32 @@
-"""``python -m bench latency [archs=A,B] [batch=1,8] [profile=NAME] [image_size=N] [threads=N] [repeats=N]
-[out=FILE]``: FP32 vs INT8 onnxruntime latency per arch (MQBench Table 9 analogue)."""
+"""``python -m bench latency [archs=A,B] [batch=1,8] [profiles=A,B] [reference=true] [image_size=N] [threads=N]
+[repeats=N] [out=FILE]``: FP32 vs INT8 onnxruntime latency per arch and profile (MQBench Table 9, every profile)."""
 
 from __future__ import annotations
 
 IMAGENET_ARCHS = ("resnet18", "resnet50", "mobilenetv2", "efficientnet_lite0", "regnetx_600mf")
-ACCEPTED = ("archs", "batch", "profile", "image_size", "threads", "repeats", "warmup", "out")
-USAGE = ("usage: python -m bench latency [archs=A,B] [batch=1,8] [profile=NAME] [image_size=N] [threads=N] "
-         "[repeats=N] [warmup=N] [out=FILE]")
+ACCEPTED = ("archs", "batch", "profiles", "reference", "plain", "image_size", "threads", "repeats", "warmup", "out")
+USAGE = ("usage: python -m bench latency [archs=A,B] [batch=1,8] [profiles=A,B] [reference=true|false] "
+         "[plain=false|true] [image_size=N] [threads=N] [repeats=N] [warmup=N] [out=FILE]")
 HELP = f"""{USAGE}
 
-Exports each arch as FP32 ONNX and as 8-bit QDQ ONNX (the profile's quantizers, calibrated on random data: latency
-needs no dataset), and times both with onnxruntime on this CPU, side by side in one process (runs interleaved):
-median of `repeats` runs after `warmup`. Reports the INT8 speed-up over FP32 and the kernels onnxruntime ran for
-the INT8 model (QLinearConv etc. are integer kernels; Conv/Gemm are float fall-backs).
+Exports each arch as FP32 ONNX (pre-processed by onnxruntime's quant_pre_process), as onnxruntime's own static
+quantization of it (the reference: u8 activations, s8 symmetric per-channel weights) and as each profile's 8-bit QDQ
+export (its quantizers calibrated on random data: latency needs no dataset), and times them all with onnxruntime on
+this CPU, side by side in one process (runs interleaved): median of `repeats` runs after `warmup`. Reports each INT8
+model's speed-up over FP32 and relative to the reference's, the kernels onnxruntime ran (QLinearConv etc. are
+integer kernels; Conv/FusedConv/Gemm are float) and, for a profile slower than the reference, which kernel and why.
 
 arguments:
   archs=A,B       default: {",".join(IMAGENET_ARCHS)} (the ImageNet-resolution archs); minis work too
   batch=1,8       batch sizes (default 1,8)
-  profile=NAME    quantizer profile of the INT8 model (default fbgemm: x86 CPUs); an 8-bit hardware profile
+  profiles=A,B    the profiles to export (default: every hardware profile; academic keeps BN in float)
+  reference=B     time onnxruntime's own quantization too (default true)
+  plain=B         also time each profile's portable QDQ export as written, before the exact onnxruntime rewrites
+                  (model <profile>/qdq; default false)
   image_size=N    input resolution (default 224)
   threads=N       onnxruntime intra-op threads (default 1)
   repeats=N       timed runs per batch size and model (default 20); warmup=N untimed runs first (default 5)
-  out=FILE        write the rows as CSV (also printed as a table)
+  out=FILE        write the rows as CSV and the speed-up table next to it as .md (also printed)
 
 examples:
   python -m bench latency out=results/fmnist-mini/latency.csv
@@ -31,10 +36,12 @@ examples:
 def parse(argv: list[str]) -> dict[str, object] | str:
     """The arguments with defaults, or the one-line error of the first bad one."""
     from bench.cli.args import key_values
+    from bench.deploy.latency import exportable_profiles
     from bench.models import ARCHS
     from bench.quant.profiles import profile_names
 
-    args: dict[str, object] = {"archs": list(IMAGENET_ARCHS), "batch": [1, 8], "profile": "fbgemm",
+    args: dict[str, object] = {"archs": list(IMAGENET_ARCHS), "batch": [1, 8], "profiles": None, "reference": True,
+                               "plain": False,
                                "image_size": 224, "threads": 1, "repeats": 20, "warmup": 5, "out": None}
     given = key_values(argv, ACCEPTED)
     if isinstance(given, str):
@@ -54,11 +61,17 @@ def parse(argv: list[str]) -> dict[str, object] | str:
             if any(s < 1 for s in sizes):
                 return f"batch={value}: batch sizes must be >= 1"
             args[key] = sizes
-        elif key == "profile":
-            names = [n for n in profile_names() if n != "academic"]
-            if value not in names:
-                return f"unknown profile {value!r}; accepted: {', '.join(names)} (academic is not deployable)"
-            args[key] = value
+        elif key == "profiles":
+            names = exportable_profiles()
+            bad = [x for x in value.split(",") if x not in names]
+            if bad:
+                why = " (academic keeps BN in float: not deployable)" if bad[0] in profile_names() else ""
+                return f"unknown profile {bad[0]!r}{why}; accepted: {', '.join(names)}"
+            args[key] = value.split(",")
+        elif key in ("reference", "plain"):
+            if value not in ("true", "false"):
+                return f"{key}={value}; accepted: true, false"
+            args[key] = value == "true"
         elif key == "out":
             args[key] = value
         else:
@@ -82,21 +95,26 @@ def main(argv: list[str]) -> int:
     import pandas as pd
     import torch
 
-    from bench.deploy.latency import measure_arch
+    from bench.deploy.latency import measure_arch, speed_table
 
     torch.set_num_threads(int(args["threads"]))  # type: ignore[arg-type]
     rows = []
     for arch in args["archs"]:  # type: ignore[attr-defined]
         mini = arch.endswith("_mini")
-        got = measure_arch(arch, profile=str(args["profile"]), image_size=int(args["image_size"]),  # type: ignore
+        profiles = tuple(args["profiles"]) if args["profiles"] else None  # type: ignore[arg-type]
+        got = measure_arch(arch, profiles=profiles, reference=bool(args["reference"]),
+                           plain=bool(args["plain"]),
+                           image_size=int(args["image_size"]),  # type: ignore[arg-type]
                            batch_sizes=tuple(args["batch"]), warmup=int(args["warmup"]),  # type: ignore
                            repeats=int(args["repeats"]), threads=int(args["threads"]),  # type: ignore
                            num_classes=10 if mini else 1000)
         for r in got:
-            print(f"{r['arch']:<20} batch {r['batch']:>2}: fp32 {r['fp32_ms']:9.2f} ms  int8 {r['int8_ms']:9.2f} ms  "
-                  f"speed-up {r['speedup']:.2f}x  ({r['integer_kernels']} integer kernels)", flush=True)
+            timing = "refused" if r["ms"] is None else f"{r['ms']:9.2f} ms  {r['speedup']:.2f}x"
+            print(f"{r['arch']:<20} batch {r['batch']:>2} {r['model']:<12} {timing}  {r['kernels']}"
+                  + (f"  -- {r['note']}" if r["note"] else ""), flush=True)
         rows.extend(got)
-    df = pd.DataFrame(rows)
+    table = speed_table(rows)
+    print(table, end="")
     if args["out"]:
         from pathlib import Path
 
@@ -104,6 +122,7 @@ def main(argv: list[str]) -> int:
 
         path = Path(str(args["out"]))
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text(path, df.to_csv(index=False))
-        print(f"wrote {path}")
+        write_text(path, pd.DataFrame(rows).to_csv(index=False))
+        write_text(path.with_suffix(".md"), table)
+        print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0

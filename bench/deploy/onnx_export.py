@@ -167,12 +167,34 @@ def export_onnx(gm: fx.GraphModule, example: Tensor, path: str | Path) -> dict[s
     return {"onnx": str(path), "qparams": str(side), "ops": ops, "quantizers": len(params)}
 
 
-def ort_session(path: str | Path, threads: int = 1, optimize: bool = True, profile_prefix: str | None = None) -> Any:
+def ort_variant(path: str | Path) -> Path:
+    """Write ``<stem>.ort.onnx`` next to the exported ``path``: the same model rewritten exactly for onnxruntime's x86
+    integer kernels (:func:`bench.deploy.ort_graph.optimize_for_ort`: int8 weight initializers, clamps behind their
+    quantizers, int8 activation codes stored as uint8 + 128). ``path`` itself stays the portable QDQ graph of the
+    profile's grid (TensorRT reads only symmetric int8 QDQ, for one)."""
+    import onnx
+
+    from bench.deploy.ort_graph import optimize_for_ort
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    optimize_for_ort(model)
+    out = path.with_name(path.name.removesuffix(".onnx") + ".ort.onnx")
+    write_atomic(out, lambda tmp: onnx.save(model, str(tmp)))
+    return out
+
+
+def ort_session(path: str | Path, threads: int = 1, optimize: bool = True, profile_prefix: str | None = None,
+                int8_activations: bool = False) -> Any:
     """An onnxruntime CPU session (``threads`` intra-op threads; ``optimize``: full graph optimizations, which fuse
-    QDQ + Conv into QLinearConv / integer kernels where onnxruntime can)."""
+    QDQ + Conv into QLinearConv / integer kernels where onnxruntime can; ``int8_activations``: let it fuse layers
+    with signed int8 activations too, which it does not by default on x86)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only: the optimizer's notes on removed initializers are not for the user
+    if int8_activations:
+        so.add_session_config_entry("session.qdqisint8allowed", "1")
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize

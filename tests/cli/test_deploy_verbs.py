@@ -41,13 +41,18 @@ def test_check_real_needs_a_quantized_cell(tmp_path, run_bench):
 
 def test_export_writes_qdq_onnx_and_records_onnxruntime_accuracy(tmp_path, run_bench):
     runs = tmp_path / "runs"
-    p = run_bench("export", *SMOKE, "algo=ptq", "hw=fbgemm", "bits=w8a8", f"runs_dir={runs}", tmp_path=tmp_path)
+    p = run_bench("export", *SMOKE, "algo=ptq", "hw=tensorrt", "bits=w8a8", f"runs_dir={runs}", tmp_path=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     rec_path = next(runs.rglob("result.json"))
     rec = json.loads(rec_path.read_text())
     ort = rec["extra"]["onnx"]
     assert ort["status"] == "ok" and ort["fake_top1"] == rec["top1"] and ort["ops"]["QuantizeLinear"] > 0
     assert (rec_path.parent / "model.onnx").is_file() and (rec_path.parent / "model.qparams.json").is_file()
+    # the onnxruntime variant (integer kernels on x86) is written and evaluated too
+    fast = ort["ort_variant"]
+    assert (rec_path.parent / fast["file"]).is_file() and fast["file"] == "model.ort.onnx"
+    assert fast["agreement"] >= 95.0 and abs(fast["ort_top1"] - ort["ort_top1"]) <= 5.0
+    assert "model.ort.onnx (integer kernels on x86) top-1" in p.stdout
     out = tmp_path / "tables"
     assert run_bench("aggregate", f"runs={runs}", f"out={out}", "plots=false", tmp_path=tmp_path).returncode == 0
     table = pd.read_csv(out / "onnx_runtime.csv")
