@@ -16,7 +16,8 @@ from bench.algos import ALGOS, CellContext
 from bench.algos.quantized import first_last_bits
 from bench.config import NON_RESULT_KEYS, num_workers, to_container
 from bench.data import DATASETS, build_data
-from bench.engine import distributed, evaluate
+from bench.engine import distributed
+from bench.engine.eval_cache import evaluate_cached
 from bench.engine.metrics import MetricsWriter
 from bench.errors import BenchError
 from bench.models import ARCHS
@@ -188,7 +189,10 @@ def _run(
     )
     metrics = MetricsWriter(output_dir / "metrics.jsonl" if dist.is_main else None)
     model, base = baselines.load_or_train(cfg, data, metrics)
-    fp32 = evaluate(model, data.test, cfg.debug.max_eval_batches)
+    fp32 = evaluate_cached(model, data.test, cfg.debug.max_eval_batches, weights_sha256=base.get("sha256"),
+                           context={"arch": cfg.arch.name, "data": data.fingerprint,
+                                    "eval_batch_size": cfg.data.eval_batch_size},
+                           cache_dir=baselines.cache_root(cfg) / "fp32_eval")
     torch.manual_seed(int(cfg.seed))
     outcome = algo.apply(CellContext(cfg, model, data, output_dir, metrics, fp32["top1"], h, resolve_profile(cfg)))
     if cfg.deploy.check:
@@ -251,6 +255,7 @@ def _baseline_summary(base: dict[str, Any], fp32: dict[str, Any]) -> dict[str, A
         "key": config_hash(key) if isinstance(key, dict) else key,
         "top1": fp32["top1"],
         "top5": fp32.get("top5"),
+        "top1_from_cache": bool(fp32.get("cached")),  # measured by an earlier cell: same weights, data, machine
         "epochs": base.get("epochs"),
     }
     if base.get("source") == "shipped":

@@ -41,6 +41,16 @@ def test_record_contract_and_same_seed_identical(make_cfg, tmp_path):
     assert (out_a / "metrics.jsonl").is_file()
 
 
+def test_the_fp32_evaluation_is_measured_once_per_baseline(make_cfg, tmp_path):
+    cache = tmp_path / "cache"
+    common = ("data=synthetic", "arch=tiny", "baseline.epochs=2", f"cache_dir={cache}", "debug=smoke")
+    first = runner.run(make_cfg(*common, "algo=ptq", "hw=tvm", f"runs_dir={tmp_path / 'r1'}"), tmp_path / "c1")
+    second = runner.run(make_cfg(*common, "algo=ptq", "hw=tensorrt", f"runs_dir={tmp_path / 'r2'}"), tmp_path / "c2")
+    assert first["baseline"]["top1_from_cache"] is False and second["baseline"]["top1_from_cache"] is True
+    assert second["fp32_top1"] == first["fp32_top1"] and second["baseline"]["top5"] == first["baseline"]["top5"]
+    assert len(list((cache / "fp32_eval").iterdir())) == 1
+
+
 def test_different_seed_changes_hash(make_cfg):
     assert runner.cell_hash(make_cfg("seed=0")) != runner.cell_hash(make_cfg("seed=1"))
     # output locations and progress bars do not change what a cell computes

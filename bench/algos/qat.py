@@ -268,6 +268,9 @@ class QATAlgorithm(QuantizedAlgorithm):
         }
         if result.status != "ok":
             out["error"] = f"QAT did not converge: {result.reason}"
+        elif result.history:  # the loop evaluated the trained model on the test set: no second pass needed
+            last = result.history[-1]
+            out["final_eval"] = {"top1": last["test_top1"], "top5": last["test_top5"]}
         return out
 
 

@@ -93,6 +93,7 @@ class QuantizedAlgorithm(Algorithm):
             result = {**(result or {}), **correct_bias(gm, str(cfg.ptq.bias_correction), calib, bs)}
             self.after_bias_correction(gm, calib, bs)
         extra = {**pre, **(result or {})}
+        final = extra.pop("final_eval", None)  # the optimizer's own test evaluation of the model it returns
         status = str(extra.pop("status", "ok"))
         error = extra.pop("error", None)
         epochs = int(extra.pop("train_epochs", 0))
@@ -102,6 +103,8 @@ class QuantizedAlgorithm(Algorithm):
             ev: dict[str, Any] = {"top1": None, "top5": None}
         elif result is None and not debug_mode:
             ev = init  # the model is the calibrated one: no second pass over the test set
+        elif final is not None and not debug_mode and cfg.ptq.bias_correction == "none":
+            ev = final  # nothing changed the model since the optimizer evaluated it
         else:
             ev = evaluate(gm, ctx.data.test, max_eval)
         rows = quant_report(gm)

@@ -40,6 +40,11 @@ def _shape(x: torch.Tensor, ch_axis: int | None) -> list[int]:
 
 
 class _LSQ(torch.autograd.Function):
+    """Forward in four passes over ``x``; backward from the saved ``u = x / s`` and clamped codes, with the
+    zero point's gradient computed only when it is learned. Bit for bit the formulas of the module docstring:
+    ``clamp(round(u) + z, qmin, qmax) - z == clamp(round(u), qmin - z, qmax - z)`` (integers, exact in float32), and
+    outside the grid the clamped code is ``qmin - z`` / ``qmax - z``, the gradient of the step there."""
+
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x: torch.Tensor, s: torch.Tensor, z: torch.Tensor, qmin: int, qmax: int, grad_factor: float,
@@ -49,28 +54,30 @@ class _LSQ(torch.autograd.Function):
         sb = s.reshape(shape) if ch_axis is not None else s.reshape(())
         zr = torch.floor(z.detach() + 0.5).clamp(qmin, qmax)
         zb = zr.reshape(shape) if ch_axis is not None else zr.reshape(())
-        out = ((round_float(x * sb.reciprocal(), rounding) + zb).clamp(qmin, qmax) - zb) * sb
-        ctx.save_for_backward(x, s, zr)
-        ctx.meta = (qmin, qmax, grad_factor, ch_axis, rounding)
-        return out
+        u = x * sb.reciprocal()
+        code = round_float(u, rounding)
+        code = code.clamp_(qmin - zb, qmax - zb)  # the integer code minus the zero point
+        ctx.save_for_backward(u, code, s, zr)
+        ctx.meta = (qmin, qmax, grad_factor, ch_axis)
+        return code * sb
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        x, s, zr = ctx.saved_tensors
-        qmin, qmax, g, ch_axis, rounding = ctx.meta
-        shape = _shape(x, ch_axis)
-        sb = s.reshape(shape) if ch_axis is not None else s.reshape(())
+        u, code, s, zr = ctx.saved_tensors
+        qmin, qmax, g, ch_axis = ctx.meta
+        shape = _shape(u, ch_axis)
         zb = zr.reshape(shape) if ch_axis is not None else zr.reshape(())
-        u = x * sb.reciprocal()
         v = u + zb
-        below, above = v <= qmin, v >= qmax
-        inside = ~(below | above)
+        inside = (v <= qmin).logical_or_(v >= qmax).logical_not_()
         grad_x = grad * inside
-        ds = torch.where(inside, round_float(u, rounding) - u, torch.where(below, qmin - zb, qmax - zb))
-        dz = torch.where(inside, torch.zeros_like(v), -sb.expand_as(v))
-        dims = [d for d in range(x.dim()) if d != ch_axis]
+        dims = [d for d in range(u.dim()) if d != ch_axis]
+        ds = torch.where(inside, code - u, code)  # round(u) - u inside; qmin - z / qmax - z clipped
         grad_s = (grad * ds).sum(dim=dims).reshape(s.shape) * g
-        grad_z = (grad * dz).sum(dim=dims).reshape(zr.shape) * g
+        grad_z = None
+        if ctx.needs_input_grad[2]:
+            sb = s.reshape(shape) if ch_axis is not None else s.reshape(())
+            dz = torch.where(inside, torch.zeros_like(v), -sb.expand_as(v))
+            grad_z = (grad * dz).sum(dim=dims).reshape(zr.shape) * g
         return grad_x, grad_s, grad_z, None, None, None, None, None
 
 

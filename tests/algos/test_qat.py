@@ -242,3 +242,27 @@ def test_paper_constants_and_observers_initialise_the_quantizers():
     assert fq.alpha.item() == 6.0 and fq.beta.item() == -6.0
     assert type(ALGOS.get("dsq").quantizer_factory(init="paper")(spec, "act", "minmax").observer).__name__ \
         == "BatchMinMaxObserver"
+
+
+@pytest.mark.parametrize("algo", QAT)
+def test_the_cell_reuses_the_loops_final_evaluation_because_it_is_the_same(make_cfg, tmp_path, algo, cache,
+                                                                          monkeypatch):
+    # the record's top-1 comes from the training loop's last test evaluation (no second pass): check that an
+    # evaluation of the returned model, afresh, gives exactly that
+    from bench.engine.evaluate import evaluate
+
+    seen = {}
+    original = QATAlgorithm.optimize
+
+    def probe(self, ctx, gm, calib):
+        out = original(self, ctx, gm, calib)
+        seen["fresh"] = evaluate(gm, ctx.data.test, ctx.cfg.debug.max_eval_batches)
+        seen["final"] = out.get("final_eval")
+        return out
+
+    monkeypatch.setattr(QATAlgorithm, "optimize", probe)
+    hw = next(h for h in HWS if ALGOS.get(algo).unsupported(load_profile(h)) is None)
+    rec, _ = _cell(make_cfg, tmp_path, f"{algo}_reuse", f"algo={algo}", f"hw={hw}", cache=cache)
+    assert rec["status"] == "ok" and seen["final"] is not None
+    assert (rec["top1"], rec["top5"]) == (seen["fresh"]["top1"], seen["fresh"]["top5"])
+    assert (rec["top1"], rec["top5"]) == (seen["final"]["top1"], seen["final"]["top5"])
