@@ -27,10 +27,16 @@ def _sweep(runs: Path) -> list[str]:
     return [sys.executable, "-m", "bench", "run", "-m", "hydra/launcher=parallel", *CELLS, f"runs_dir={runs}"]
 
 
-def _cells(pid: int) -> list[int]:
-    """The launcher's cell processes (not multiprocessing's resource tracker)."""
+def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split() if b"spawn_main" in _cmdline(int(x))]
+    return [int(x) for x in out.split()]
+
+
+def _cells(pid: int) -> list[int]:
+    """The launcher's cell processes: the children of its fork server (not the server itself, nor multiprocessing's
+    resource tracker)."""
+    servers = [c for c in _children(pid) if b"forkserver" in _cmdline(c)]
+    return [c for s in servers for c in _children(s)]
 
 
 def _cmdline(pid: int) -> bytes:
@@ -90,13 +96,20 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path, bench_env, ru
     # 1) kill -9 one running cell after a random delay: that cell fails, the others finish
     sweep = subprocess.Popen(_sweep(runs), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _wait_records(runs, 1, sweep)
-    finishing = set(_cells(sweep.pid))  # may still be exiting after writing their records
     deadline = time.time() + 120
-    while not (fresh := [c for c in _cells(sweep.pid) if c not in finishing]):  # a cell started after that record
-        assert time.time() < deadline and sweep.poll() is None, "no new cell started"
-        time.sleep(0.05)
-    time.sleep(rng.uniform(0.5, 3.0))  # a cell takes > 5 s (process start, torch import, work): it is mid-run
-    os.kill(fresh[0], signal.SIGKILL)
+    while True:  # a cell that started after that record, killed mid-run (one that finished first: take the next)
+        finishing = set(_cells(sweep.pid))  # may still be exiting after writing their records
+        while not (fresh := [c for c in _cells(sweep.pid) if c not in finishing]):
+            assert time.time() < deadline and sweep.poll() is None, "no new cell started"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.2, 1.5))  # a cell takes seconds (fork from the preloaded server, work)
+        if not _alive(fresh[0]):
+            continue
+        try:
+            os.kill(fresh[0], signal.SIGKILL)
+            break
+        except ProcessLookupError:
+            continue
     _, err = sweep.communicate(timeout=900)
     assert sweep.returncode != 0 and b"its process died" in err  # reported, not silently lost
     first = len(_records(runs))
