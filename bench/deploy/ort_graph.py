@@ -262,9 +262,12 @@ def _shift_codes(model: onnx.ModelProto, q: onnx.NodeProto, consts: dict[str, np
                  users: dict[str, list[onnx.NodeProto]]) -> bool:
     """Re-express the int8 codes of quantizer ``q`` as uint8 codes + 128 in ``q``, the Clips on them and the
     DequantizeLinears that read them; False (nothing changed) if something else reads them."""
+    outputs = {o.name for o in model.graph.output}
     chain, dqs, frontier = [], [], [q.output[0]]
     while frontier:
         name = frontier.pop()
+        if name in outputs:  # codes the graph returns keep their type
+            return False
         for n in users[name]:
             if n.op_type == "DequantizeLinear" and n.input[1:] == q.input[1:]:
                 dqs.append(n)
