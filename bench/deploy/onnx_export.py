@@ -184,17 +184,13 @@ def ort_variant(path: str | Path) -> Path:
     return out
 
 
-def ort_session(path: str | Path, threads: int = 1, optimize: bool = True, profile_prefix: str | None = None,
-                int8_activations: bool = False) -> Any:
+def ort_session(path: str | Path, threads: int = 1, optimize: bool = True, profile_prefix: str | None = None) -> Any:
     """An onnxruntime CPU session (``threads`` intra-op threads; ``optimize``: full graph optimizations, which fuse
-    QDQ + Conv into QLinearConv / integer kernels where onnxruntime can; ``int8_activations``: let it fuse layers
-    with signed int8 activations too, which it does not by default on x86)."""
+    QDQ + Conv into QLinearConv / integer kernels where onnxruntime can)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3  # errors only: the optimizer's notes on removed initializers are not for the user
-    if int8_activations:
-        so.add_session_config_entry("session.qdqisint8allowed", "1")
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
