@@ -78,6 +78,9 @@ def aggregate_track(recs: pd.DataFrame, track: str, out_dir: Path, plots: bool =
     built = tables.build_all(cells, track, ref_dir=ref_dir)
     for t in built:
         wrote(t.name, render.write_table(t, out_dir))
+    findings = _findings(recs, out_dir)
+    if findings:
+        wrote("findings", findings)
     cols = [c for c in R.RECORD_COLUMNS if c in recs.columns]
     wrote("cells", [render.write_text(out_dir / "cells.csv", render.csv_text(recs[cols]))])
     wrote("failed", [render.write_text(out_dir / "failed.csv", render.csv_text(failed))])
@@ -92,6 +95,21 @@ def aggregate_track(recs: pd.DataFrame, track: str, out_dir: Path, plots: bool =
                                   tracks=list(tracks))
     wrote("index", [render.write_text(out_dir / "index.md", index)])
     return res
+
+
+def _findings(recs: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """findings.md / findings.csv: the papers' claims tested on these records (none written when no claim has data).
+
+    Notes explaining verdicts are read from ``<out_dir>/findings_notes.yaml`` (hand-written, committed beside it)."""
+    from bench.aggregate import findings as F
+    from bench.aggregate.claims import CLAIMS
+
+    found = F.evaluate(recs, CLAIMS, F.load_notes(out_dir / "findings_notes.yaml"))
+    if all(f.evidence.verdict == F.NO_DATA for f in found):
+        return []
+    track = str(recs["track"].iloc[0]) if not recs.empty else ""
+    return [render.write_text(out_dir / "findings.md", F.markdown(found, track)),
+            render.write_text(out_dir / "findings.csv", render.csv_text(F.frame(found)))]
 
 
 def _plots(built: list[tables.Table], cells: pd.DataFrame, out_dir: Path, wrote: Callable) -> None:

@@ -29,7 +29,7 @@ RECORD_COLUMNS = [
     "seed", "status", "fp32_top1", "top1", "top5", "init_top1", "train_epochs", "config_hash", "cell_id",
     "quant_graph", "quant_bn_fold", "quant_only", "quant_bypass", "first_last_bits", "bn_recalib", "cle",
     "bias_correction", "per_channel", "smoke", "calib_size", "data", "git_sha", "wall_s", "started_at",
-    "finished_at", "error", "path",
+    "finished_at", "error", "path", "overrides", "torch_threads",
 ]
 # the default initialisation of QAT cells (algo.init=paper, records say "paper"), then bench/conf/config.yaml's default
 # calibration: what the hardware tables prefer, in this order, when a slot has several cells
@@ -172,6 +172,23 @@ def _meta(rec: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
+def launch_overrides(path: Path) -> str | None:
+    """The Hydra overrides the record's run was launched with (``.hydra/overrides.yaml`` beside its result.json), as a
+    JSON list: what ``python -m bench audit`` re-runs it with. None when the run folder does not have them."""
+    f = Path(path).parent / ".hydra" / "overrides.yaml"
+    try:
+        lines = f.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    import yaml
+
+    try:
+        items = yaml.safe_load("\n".join(lines))
+    except yaml.YAMLError:
+        return None
+    return json.dumps([str(x) for x in items]) if isinstance(items, list) else None
+
+
 def flatten(path: Path, rec: Mapping[str, Any]) -> dict[str, Any]:
     """One flat row of a record: its main fields, the config fields the table filters read, and its path."""
     cfg = rec.get("config") or {}
@@ -185,6 +202,8 @@ def flatten(path: Path, rec: Mapping[str, Any]) -> dict[str, Any]:
     row.update(
         kind=kind, status=status, top1=top1, fp32_top1=_num(rec.get("fp32_top1")),
         top5=_num(rec.get("top5")), init_top1=_num(rec.get("init_top1")), cell_id=cell_id(rec),
+        num_classes=num_classes(rec), overrides=launch_overrides(path),
+        torch_threads=_get(rec, "extra.launch.torch_threads"),
         quant_graph=_get(cfg, "quant.graph"), quant_bn_fold=_get(cfg, "quant.bn_fold"),
         quant_only=_get(cfg, "quant.only", "all"), quant_bypass=bool(_get(cfg, "quant.bypass", False)),
         first_last_bits=_get(cfg, "quant.first_last_bits"), sensitivity=bool(_get(cfg, "quant.sensitivity", False)),

@@ -33,7 +33,10 @@ def test_help_of_every_verb(tmp_path, verb):
 def test_top_level_help_and_unknown_verb(tmp_path):
     assert all(v in bench("--help", tmp_path=tmp_path, check=True).stdout for v in ("run", "pretrain", "list"))
     p = bench("frobnicate", tmp_path=tmp_path)
-    expected = "error: unknown verb 'frobnicate'; accepted: run, pretrain, list, check-real, export, latency, aggregate"
+    from bench.__main__ import VERBS
+
+    assert {"run", "pretrain", "list", "check-real", "export", "latency", "aggregate", "audit"} <= set(VERBS)
+    expected = f"error: unknown verb 'frobnicate'; accepted: {', '.join(VERBS)}"
     assert p.returncode != 0 and p.stderr.strip() == expected
 
 
