@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The quick-start cell: LSQ W4A4 on the TVM profile, fine-tuned from the shipped FP32 resnet18_mini baseline.
 RUN_ARGS ?= algo=lsq hw=tvm
 
-.PHONY: run test test-slow test-cluster venv dataset lint clean
+.PHONY: run test test-slow test-cluster venv dataset lint clean site
 
 run: venv dataset
 	@echo ">>> python -m bench run $(RUN_ARGS)   (starts from the shipped FP32 baseline, then QAT)"
@@ -25,6 +25,11 @@ test-slow: venv dataset
 	BENCH_REQUIRE_SLURM=1 $(BIN)/python -m pytest -q -m slow
 
 test-cluster: test-slow
+
+# The results as a static site (python -m bench site): the committed leaderboard in site/ (not committed); open
+# site/index.html in a browser, or serve the folder with any static web server.
+site: venv
+	$(BIN)/python -m bench site results=results/fmnist-mini out=site
 
 lint: venv
 	$(BIN)/ruff check .

@@ -14,6 +14,7 @@ VERBS = {
     "latency": ("bench.cli.latency", "FP32 vs INT8 onnxruntime latency per arch on this CPU (Table 9 analogue)"),
     "aggregate": ("bench.cli.aggregate",
                   "turn result records (runs/) into the benchmark tables and plots (results/<track>/)"),
+    "site": ("bench.cli.site", "a static site of a results folder: sortable tables, a page per record (site/)"),
     "audit": ("bench.cli.audit", "re-run committed cells at the current commit and compare with their numbers"),
 }
 

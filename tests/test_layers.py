@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, float]] = [
     ("bench.quant", 5),
     ("bench.baselines", 4.5),
     ("bench.engine", 4), ("bench.models", 4), ("bench.data", 4),
+    ("bench.site", 3.5),  # reads results folders and records, as the aggregator does (whose helpers it uses)
     ("bench.aggregate", 3),
     ("bench.config", 2),
     ("bench.registry", 1), ("bench.results", 1),

@@ -1,0 +1,57 @@
+"""The training curve of one record, from its ``metrics.jsonl`` (matplotlib, Agg backend, PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def curve_png(rows: list[dict], path: Path, title: str) -> Path | None:
+    """Loss and top-1 against the global step, one line per phase (``qat``, ``fp32_baseline``...), test top-1 per
+    epoch as markers; None when the metrics have no step with a train or test value."""
+    phases: dict[str, list[dict]] = {}
+    for r in rows:
+        if "step" in r and ("train_top1" in r or "train_loss" in r or "test_top1" in r):
+            phases.setdefault(str(r.get("phase", "train")), []).append(r)
+    if not phases:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for phase, prs in phases.items():
+        steps = max((int(r["step"]) for r in prs), default=0) or 1
+
+        def x(r: dict, steps: int = steps) -> float:
+            return (int(r.get("epoch", 1) or 1) - 1) * steps + int(r["step"])
+
+        train = [r for r in prs if "test_top1" not in r]
+        tests = [r for r in prs if "test_top1" in r]
+        if any("train_loss" in r for r in train):
+            pts = [(x(r), float(r["train_loss"])) for r in train if "train_loss" in r]
+            ax_loss.plot(*zip(*pts, strict=True), label=f"{phase} train")
+        if any("train_top1" in r for r in train):
+            pts = [(x(r), float(r["train_top1"])) for r in train if "train_top1" in r]
+            ax_acc.plot(*zip(*pts, strict=True), label=f"{phase} train (running)")
+        if tests:
+            ax_acc.plot([x(r) for r in tests], [float(r["test_top1"]) for r in tests], "o", label=f"{phase} test")
+            if any("test_loss" in r for r in tests):
+                pts = [(x(r), float(r["test_loss"])) for r in tests if "test_loss" in r]
+                ax_loss.plot(*zip(*pts, strict=True), "o", label=f"{phase} test")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("loss")
+    ax_acc.set_xlabel("step")
+    ax_acc.set_ylabel("top-1 %")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, format="png", dpi=90)
+    finally:
+        plt.close(fig)
+    return path
