@@ -10,7 +10,8 @@
 #      QDQ export: ImageNet archs at 224 px and the minis at 32 px -> $OUT/latency.csv and $OUT/latency.md.
 # Resumable (cells already recorded under $RUNS are skipped). Environment: RUNS (runs/deploy), OUT
 # (results/fmnist-mini), PY (.venv/bin/python), THREADS (torch / onnxruntime threads per cell, 1), JOBS (cells at once,
-# 2; the latency step runs alone). A failing cell is recorded and the report goes on; the exit status says so.
+# 2; the latency step runs alone), LATENCY (1; 0 keeps the latency table already in $OUT: it is a measurement on this
+# machine, not an output of the records). A failing cell is recorded and the report goes on; the exit status says so.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/deploy}
@@ -18,6 +19,7 @@ OUT=${OUT:-results/fmnist-mini}
 PY=${PY:-.venv/bin/python}
 THREADS=${THREADS:-1}
 JOBS=${JOBS:-2}
+LATENCY=${LATENCY:-1}
 MINIS=resnet18_mini,resnet50_mini,mobilenetv2_mini,efficientnet_lite0_mini,regnetx_600mf_mini
 status=0
 cells() {  # cells() VERB OVERRIDES...: a sweep of deployment-checked cells, JOBS at a time, THREADS threads each
@@ -31,9 +33,10 @@ cells check-real experiment=table7_hw seed=0
 cells export experiment=table7_hw algo=lsq bits=w8a8 hw=tensorrt,tvm,acl,snpe,fbgemm seed=0
 cells export algo=ptq hw=tensorrt,tvm,acl,snpe,fbgemm bits=w8a8 arch=$MINIS
 "$PY" -m bench aggregate runs="$RUNS" out="$OUT/deploy" plots=false || status=1
-"$PY" -m bench latency threads="$THREADS" plain=true out="$OUT/latency_imagenet.csv"
-"$PY" -m bench latency archs=$MINIS image_size=32 threads="$THREADS" repeats=50 plain=true out="$OUT/latency_mini.csv"
-"$PY" - "$OUT" <<'PYCODE'
+if [ "$LATENCY" = 1 ]; then
+  "$PY" -m bench latency threads="$THREADS" plain=true out="$OUT/latency_imagenet.csv"
+  "$PY" -m bench latency archs=$MINIS image_size=32 threads="$THREADS" repeats=50 plain=true out="$OUT/latency_mini.csv"
+  "$PY" - "$OUT" <<'PYCODE'
 import sys
 import pandas as pd
 from bench.deploy.latency import speed_table
@@ -43,6 +46,7 @@ rows.to_csv(f"{out}/latency.csv", index=False)
 with open(f"{out}/latency.md", "w") as f:
     f.write(speed_table(rows.where(rows.notna(), None).to_dict("records")))
 PYCODE
-rm -f "$OUT"/latency_imagenet.* "$OUT"/latency_mini.*
+  rm -f "$OUT"/latency_imagenet.* "$OUT"/latency_mini.*
+fi
 echo "wrote $OUT/deploy/ and $OUT/latency.csv, $OUT/latency.md"
 exit $status

@@ -10,7 +10,8 @@
 # (config_hash), so an interrupted regeneration picks up where it stopped.
 # Environment: RUNS (runs/leaderboard), DEPLOY_RUNS (${RUNS}_deploy), LAUNCHER (parallel | local | slurm), JOBS (cells
 # at once with the parallel launcher, 2), THREADS (torch threads per cell; default cores / JOBS), SEEDS (3), DEPLOY
-# (1: run scripts/deploy_report.sh), OUT (results/fmnist-mini), PY (.venv/bin/python).
+# (1: run scripts/deploy_report.sh), LATENCY (1: measure the latency table; 0: keep $OUT's), OUT
+# (results/fmnist-mini), PY (.venv/bin/python).
 # Writes $OUT/README.md: the commit(s) of the records, the machine, the wall time and the cost per cell.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +55,9 @@ STAGE="$OUT.new"
 rm -rf "$STAGE" && mkdir -p "$STAGE"
 [ -f "$OUT/findings_notes.yaml" ] && cp "$OUT/findings_notes.yaml" "$STAGE/"
 [ -d "$OUT/audit" ] && cp -r "$OUT/audit" "$STAGE/"
+if [ "${LATENCY:-1}" = 0 ]; then  # the latency table is kept as measured (scripts/deploy_report.sh LATENCY=0)
+  cp "$OUT"/latency.csv "$OUT"/latency.md "$STAGE/" 2>/dev/null || true
+fi
 if [ "$DEPLOY" = 1 ]; then
   RUNS="$DEPLOY_RUNS" OUT="$STAGE" PY="$PY" bash scripts/deploy_report.sh || status=1
 fi

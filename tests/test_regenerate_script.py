@@ -34,8 +34,9 @@ def test_order_seeds_and_replacement(tmp_path: Path) -> None:
     (out / "findings_notes.yaml").write_text("x: {verdict: holds, note: n}\n")
     (out / "audit").mkdir()
     (out / "audit" / "audit.md").write_text("report")
+    (out / "latency.csv").write_text("measured")  # LATENCY=0: the latency table is kept as it was measured
     env = {**os.environ, "PY": str(stub), "LOG": str(log), "OUT": str(out), "RUNS": str(tmp_path / "runs"),
-           "EXPERIMENTS": "table7_hw table11_init", "DEPLOY": "0", "SEEDS": "3"}
+           "EXPERIMENTS": "table7_hw table11_init", "DEPLOY": "0", "SEEDS": "3", "LATENCY": "0"}
     p = subprocess.run(["bash", str(ROOT / "scripts" / "regenerate_leaderboard.sh")], env=env, capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -48,6 +49,7 @@ def test_order_seeds_and_replacement(tmp_path: Path) -> None:
     assert "notes seen" in log.read_text()
     assert not (out / "stale_table.md").exists() and (out / "table7_hw_w4a4.md").read_text() == "new\n"
     assert (out / "findings_notes.yaml").exists() and (out / "audit" / "audit.md").read_text() == "report"
+    assert (out / "latency.csv").read_text() == "measured"
     readme = (out / "README.md").read_text()
     assert "commit of the records (`git_sha`): abc1234 (3 cells)" in readme
     assert "qat: 1 cells, median 60 s per cell" in readme and "seeds: 0..2 for every cell" in readme
