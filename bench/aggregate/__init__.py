@@ -2,7 +2,8 @@
 
 ``aggregate(runs_dir, out, track, plots)`` is what ``python -m bench aggregate`` calls; scripts can call it too.
 Pipeline: :mod:`records` (load, reject corrupt files, dedup re-runs, group seeds into cells, table filters) ->
-:mod:`tables` (pure DataFrame -> DataFrame builders) -> :mod:`render` (CSV + Markdown) and :mod:`plots` (PNG).
+:mod:`tables` (pure DataFrame -> DataFrame builders) -> :mod:`render` (CSV + Markdown) and :mod:`plots` (PNG);
+:mod:`bundle` keeps what the run folders hold for the site's record pages (``records.jsonl.gz``).
 
 The aggregator reads records only: a record says what its tables need (its algorithm's kind, its dataset's classes,
 the order and display names of its axis values: :mod:`axes`), and what schema-1 records do not say comes from the
@@ -22,6 +23,7 @@ import pandas as pd
 from bench.aggregate import records as R
 from bench.aggregate import render, tables
 from bench.aggregate.axes import Axes
+from bench.aggregate.bundle import write_bundle
 
 REF_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"  # the papers' tables, committed
 
@@ -64,7 +66,8 @@ def aggregate_track(recs: pd.DataFrame, track: str, out_dir: Path, plots: bool =
                     rejects: Sequence[R.Reject] = (), merged: int = 0, tracks: Sequence[str] = (),
                     ref_dir: Path | None = REF_DIR,
                     log: Callable[[str], None] = print) -> TrackResult:
-    """Write one track's tables, cells.csv, failed.csv, plots and index.md into ``out_dir``."""
+    """Write one track's tables, cells.csv, records.jsonl.gz (what the site's record pages need from the run
+    folders: :mod:`bundle`), failed.csv, plots and index.md into ``out_dir``."""
     recs = recs[recs["track"] == track]
     cells = R.group_seeds(recs)
     failed = R.failed_records(recs)
@@ -83,6 +86,7 @@ def aggregate_track(recs: pd.DataFrame, track: str, out_dir: Path, plots: bool =
         wrote("findings", findings)
     cols = [c for c in R.RECORD_COLUMNS if c in recs.columns]
     wrote("cells", [render.write_text(out_dir / "cells.csv", render.csv_text(recs[cols]))])
+    wrote("records bundle", [write_bundle(recs, out_dir)])
     wrote("failed", [render.write_text(out_dir / "failed.csv", render.csv_text(failed))])
     if plots:
         _plots(built, cells, out_dir, wrote)

@@ -5,7 +5,8 @@ Layout of the site (every link relative, nothing fetched from another host)::
     index.html               the run (commit, machine, cost), findings, the tables by category, figures, curves
     tables/<slug>.html       one page per table CSV (sortable, filterable, heatmapped gaps, the paper's numbers)
     cells/<config_hash>.html one page per record: record, re-run command, config, curve, quantizer ranges, deploy
-    cells/<config_hash>.png  its training curve (from metrics.jsonl, when runs= has its run folder)
+    cells/<config_hash>.png  its training curve (from metrics.jsonl when runs= has its run folder, else from the
+                             results' records.jsonl.gz)
     data/                    the results folder's CSV and Markdown files
     figures/                 its PNG figures and curves/
     assets/                  DataTables (itables), site.css, site.js
@@ -23,14 +24,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.aggregate.bundle import BUNDLE_NAME
 from bench.errors import BenchError
 from bench.site import assets
 from bench.site.cells import (
+    BUNDLE,
     Cell,
     CellIndex,
+    Details,
+    details,
     norm,
-    qparams_rows,
-    read_json,
+    quantizer_rows,
     rerun_command,
     seed_summary,
 )
@@ -58,6 +62,7 @@ class SiteReport:
     cells: int = 0
     curves: int = 0
     with_run_folder: int = 0
+    from_bundle: int = 0  # cell pages filled from the results' records.jsonl.gz (no run folder)
     pages: list[str] = field(default_factory=list)
 
 
@@ -97,7 +102,7 @@ def build_site(results: str | Path, out: str | Path = "site", runs: str | Path |
     out_path = Path(out)
     check_out(out_path)
     assets.itables_files()
-    index = CellIndex.build(res.cells, runs_path)
+    index = CellIndex.build(res.cells, runs_path, res.bundles)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent))
     try:
@@ -109,7 +114,8 @@ def build_site(results: str | Path, out: str | Path = "site", runs: str | Path |
         raise
     report.out = out_path
     log(f"wrote {out_path}/: index.html, {report.tables} table pages, {report.cells} cell pages "
-        f"({report.with_run_folder} with their run folder, {report.curves} training curves)")
+        f"({report.with_run_folder} with their run folder, {report.from_bundle} from records.jsonl.gz, "
+        f"{report.curves} training curves)")
     return report
 
 
@@ -304,41 +310,55 @@ def _cell_page(tpl: Any, site: _Site, cell: Cell, index: CellIndex, labels: dict
         "row": "Rebuilt from the record's row of cells.csv (neither its run folder nor its launch overrides are "
                "available): it names the record's axes and overrides, but only the launch overrides are known to "
                "give back its config_hash."}[source]
+    info = details(cell)
     missing = ("The run folder of this record is not available (" + (
         f"runs={site.runs_name} does not hold a record with config_hash {cell.config_hash}" if site.runs_name
-        else "the site was built without runs=") + "): this page shows its row of cells.csv and a re-run command; "
-        "build with runs=<runs folder> for its config, training curve, quantizer ranges and deployment check.")
+        else "the site was built without runs=") + (")." if info is not None else
+        "): this page shows its row of cells.csv and a re-run command; build with runs=<runs folder> (or aggregate "
+        f"anew: python -m bench aggregate writes {BUNDLE_NAME}) for its config, training curve, quantizer ranges "
+        "and deployment check."))
+    from_text = "" if info is None else (
+        f"Config, training curve, quantizer ranges and deployment check: from its run folder (runs={site.runs_name})."
+        if info.source != BUNDLE else
+        "Config, training curve (at most 200 points), quantizer ranges (min .. max over channels) and deployment "
+        f"check: from the results' {BUNDLE_NAME} (written by python -m bench aggregate beside cells.csv).")
+    needs = f"Needs the run folder (runs=) or the results' {BUNDLE_NAME}."
     # curve
-    curve, curve_alt = _curve(cell, title, res, out, report)
+    curve, curve_alt = _curve(cell, info, title, res, out, report)
     # quantizers
-    rec = cell.record or {}
-    extra = rec.get("extra") if isinstance(rec.get("extra"), dict) else {}
-    qname = str(extra.get("qparams_json") or "qparams.json")
-    qrows = qparams_rows(read_json(cell.file(qname)))
+    qrows = quantizer_rows(info.quantizers) if info is not None else []
     qnote = ("This record quantizes nothing (FP32)." if norm(row.get("kind")) == "fp32" else
-             "No qparams.json in the run folder." if cell.record else "Needs the run folder (runs=).")
+             needs if info is None else "No qparams.json in the run folder." if info.source != BUNDLE else
+             f"The results' {BUNDLE_NAME} has no quantizer ranges of this record (no qparams.json in its run "
+             "folder).")
     deploy = []
     for key, name in (("deploy", "Fake quantization vs integer-only execution (deploy.check)"),
                       ("onnx", "QDQ ONNX in onnxruntime (deploy.onnx)")):
-        d = extra.get(key)
+        d = getattr(info, key) if info is not None else None
         if isinstance(d, dict):
             deploy.append((name, [(k, _show(v)) for k, v in d.items() if not isinstance(v, dict | list)]))
     deploy_note = ("This record ran no deployment check (python -m bench check-real / export run one)."
-                   if cell.record else "Needs the run folder (runs=).")
+                   if info is not None else needs)
     config = ""
-    if isinstance(rec.get("config"), dict) and rec["config"]:
+    if info is not None and info.config:
         import yaml
 
-        config = yaml.safe_dump(rec["config"], sort_keys=False, default_flow_style=False)
+        config = yaml.safe_dump(info.config, sort_keys=False, default_flow_style=False)
+    rec = cell.record or {}
     record_json = json.dumps({k: v for k, v in rec.items() if k != "config"}, indent=2) if rec else ""
-    html = tpl.render(site=site, root="../", title=title, cell=cell, missing=missing, facts=facts, seeds=seeds,
-                      seed_text=seed_text, neighbours=neighbours, command=command, command_note=command_note,
-                      curve=curve, curve_alt=curve_alt, qrows=qrows, qnote=qnote, deploy=deploy,
-                      deploy_note=deploy_note, config=config, config_note="Needs the run folder (runs=).",
+    qcaption = ("qparams.json" if info is None or info.source != BUNDLE else
+                f"{BUNDLE_NAME} (qparams.json summarised)") + \
+        ": one row per quantizer; real range = scale × (int range − zero point)"
+    html = tpl.render(site=site, root="../", title=title, cell=cell, missing=missing, source=from_text, facts=facts,
+                      seeds=seeds, seed_text=seed_text, neighbours=neighbours, command=command,
+                      command_note=command_note, curve=curve, curve_alt=curve_alt, qrows=qrows, qnote=qnote,
+                      qcaption=qcaption, deploy=deploy, deploy_note=deploy_note, config=config,
+                      config_note=needs if info is None else f"No config of this record in {info.where}.",
                       row=[(k, _show(v)) for k, v in row.items()], record_json=record_json, tables_js=False)
     _page(out, cell.page, html, report)
     report.cells += 1
     report.with_run_folder += cell.record is not None
+    report.from_bundle += info is not None and info.source == BUNDLE
 
 
 def _axis_text(cell: Cell, axis: str, labels: dict) -> str:
@@ -351,18 +371,19 @@ def _axis_text(cell: Cell, axis: str, labels: dict) -> str:
     return labels.get(axis, {}).get(v, v)
 
 
-def _curve(cell: Cell, title: str, res: Results, out: Path, report: SiteReport) -> tuple[str, str]:
-    """(image path relative to the cell page, its description): the record's own curve from metrics.jsonl, else
-    the results folder's curve of its arch and profile, else ('', why not)."""
-    metrics = cell.file("metrics.jsonl")
-    if metrics is not None:
-        from bench.aggregate.plots import read_metrics
+def _curve(cell: Cell, info: Details | None, title: str, res: Results, out: Path,
+           report: SiteReport) -> tuple[str, str]:
+    """(image path relative to the cell page, its description): the record's own curve from its metrics rows (run
+    folder or the results' bundle), else the results folder's curve of its arch and profile, else ('', why not)."""
+    if info is not None and info.curve:
         from bench.site.plots import curve_png
 
-        path = curve_png(read_metrics(metrics), out / "cells" / f"{cell.config_hash}.png", title)
+        path = curve_png(info.curve, out / "cells" / f"{cell.config_hash}.png", title)
         if path is not None:
             report.curves += 1
-            return f"{cell.config_hash}.png", f"Training curve of this record (metrics.jsonl): {title}"
+            where = "metrics.jsonl" if info.source != BUNDLE else \
+                f"metrics.jsonl as the results' {BUNDLE_NAME} keeps it, at most 200 points"
+            return f"{cell.config_hash}.png", f"Training curve of this record ({where}): {title}"
     r = cell.row
     name = f"{norm(r.get('arch'))}_{norm(r.get('hw'))}_w{norm(r.get('w_bits'))}a{norm(r.get('a_bits'))}.png"
     shared = res.root / "curves" / name
@@ -370,9 +391,9 @@ def _curve(cell: Cell, title: str, res: Results, out: Path, report: SiteReport) 
         return (f"../figures/curves/{name}", f"Training curves of every algorithm on {norm(r.get('arch'))} / "
                 f"{norm(r.get('hw'))} from the results folder (curves/{name}): this record's own curve needs its "
                 "run folder")
-    if cell.record is not None:
+    if info is not None:
         return "", "No training curve: this record has no metrics.jsonl with training steps (PTQ cells do not train)."
-    return "", "No training curve here: it needs the record's run folder (runs=)."
+    return "", f"No training curve here: it needs the record's run folder (runs=) or the results' {BUNDLE_NAME}."
 
 
 def _show(v: Any) -> str:

@@ -1,5 +1,6 @@
 """The records behind the tables: one :class:`Cell` per row of ``cells.csv`` (one record, one seed), its run folder
-when ``runs=`` has it, the command that re-runs it, its neighbours in the grid, and which cell a table slot shows."""
+when ``runs=`` has it (else its line of the results' ``records.jsonl.gz``), the command that re-runs it, its neighbours
+in the grid, and which cell a table slot shows."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.aggregate.bundle import BUNDLE_NAME, read_bundle, read_jsonl, summarize_qparams
 from bench.aggregate.records import load_records
 from bench.aggregate.stats import Summary, finite, summarize
 
@@ -65,12 +67,14 @@ def _num(value: Any) -> float:
 
 @dataclass
 class Cell:
-    """One record: its ``cells.csv`` row and, when the runs folder has it, the record and its run folder."""
+    """One record: its ``cells.csv`` row and, when the runs folder has it, the record and its run folder; its line of
+    the results' ``records.jsonl.gz`` when there is one."""
 
     config_hash: str
     row: dict[str, Any]
     record: dict[str, Any] | None = None
     run_dir: Path | None = None
+    bundled: dict[str, Any] | None = None
 
     @property
     def page(self) -> str:
@@ -128,9 +132,11 @@ class CellIndex:
     _cache: dict[tuple[str, ...], dict[str, list[Cell]]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def build(cls, frame: pd.DataFrame, runs: Path | None = None) -> CellIndex:
+    def build(cls, frame: pd.DataFrame, runs: Path | None = None,
+              bundles: Mapping[str, Path] | None = None) -> CellIndex:
         """Cells from the ``cells.csv`` rows (``folder`` column: the sub-folder each came from), joined with the
-        records under ``runs`` by ``config_hash`` (ok/nc before failed, then the latest finish)."""
+        records under ``runs`` by ``config_hash`` (ok/nc before failed, then the latest finish), and with the lines
+        of ``bundles`` (folder -> its ``records.jsonl.gz``; a cell's own folder first)."""
         index = cls(runs=runs)
         for _, r in frame.iterrows():
             row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
@@ -139,6 +145,13 @@ class CellIndex:
                 continue
             index.cells[h] = Cell(h, row)
             index.folders.setdefault(norm(row.get("folder")), []).append(h)
+        lines = {folder: read_bundle(path) for folder, path in (bundles or {}).items()}
+        for cell in index.cells.values():
+            own = norm(cell.row.get("folder"))
+            for folder in sorted(lines, key=lambda f: f != own):
+                if cell.config_hash in lines[folder]:
+                    cell.bundled = lines[folder][cell.config_hash]
+                    break
         if runs is not None:
             best: dict[str, tuple[tuple, Path, dict]] = {}
             pairs, _ = load_records(runs, warn=io.StringIO())
@@ -332,7 +345,7 @@ def rerun_command(cell: Cell) -> tuple[str, str]:
     return command_from_row(cell.row), "row"
 
 
-# ---- what a run folder holds ----
+# ---- what a run folder holds (or the results' records.jsonl.gz keeps of it) ----
 
 def read_json(path: Path | None) -> Any:
     """A JSON file's content, or None."""
@@ -344,53 +357,89 @@ def read_json(path: Path | None) -> Any:
         return None
 
 
+RUN_FOLDER, BUNDLE = "run folder", "bundle"  # where a page's details come from
+
+
+@dataclass
+class Details:
+    """What a record page shows beyond its row: config, training curve rows, quantizer summary
+    (:func:`bench.aggregate.bundle.summarize_qparams`), deployment and ONNX checks; None where not known.
+    ``source``: :data:`RUN_FOLDER` or :data:`BUNDLE` (the results' ``records.jsonl.gz``, curve at most 200 rows)."""
+
+    source: str
+    config: dict[str, Any] | None = None
+    curve: list[dict] | None = None
+    quantizers: dict[str, Any] | None = None
+    deploy: dict[str, Any] | None = None
+    onnx: dict[str, Any] | None = None
+
+    @property
+    def where(self) -> str:
+        """The source as the page names it."""
+        return "its run folder" if self.source == RUN_FOLDER else f"the results' {BUNDLE_NAME}"
+
+
+def _dict(v: Any) -> dict | None:
+    return v if isinstance(v, dict) else None
+
+
+def details(cell: Cell) -> Details | None:
+    """The record's details from its run folder when ``runs=`` has it, else from its line of the results'
+    ``records.jsonl.gz``, else None."""
+    if cell.record is not None:
+        rec = cell.record
+        extra = _dict(rec.get("extra")) or {}
+        qname = str(extra.get("qparams_json") or "qparams.json")
+        metrics = cell.file("metrics.jsonl")
+        return Details(RUN_FOLDER, _dict(rec.get("config")), read_jsonl(metrics) if metrics else None,
+                       summarize_qparams(read_json(cell.file(qname))), _dict(extra.get("deploy")),
+                       _dict(extra.get("onnx")))
+    b = cell.bundled
+    if b is None:
+        return None
+    curve = b.get("curve")
+    return Details(BUNDLE, _dict(b.get("config")),
+                   [r for r in curve if isinstance(r, dict)] if isinstance(curve, list) else None,
+                   _dict(b.get("quantizers")), _dict(b.get("deploy")), _dict(b.get("onnx")))
+
+
 def qparams_rows(qparams: Any) -> list[dict[str, str]]:
-    """One row per quantizer of ``qparams.json``: kind, spec, integer range, scale and zero point (min..max over
-    channels), the real range it represents and the learned values."""
-    rows = []
-    if not isinstance(qparams, Mapping):
+    """One row per quantizer of ``qparams.json`` (:func:`quantizer_rows` of its summary)."""
+    return quantizer_rows(summarize_qparams(qparams))
+
+
+def quantizer_rows(summary: Any) -> list[dict[str, str]]:
+    """One row per quantizer of a ``qparams.json`` summary (:func:`bench.aggregate.bundle.summarize_qparams`), in
+    the file's order: kind, spec, integer range, scale and zero point (min..max over channels), the real range it
+    represents and the learned values."""
+    rows: list[dict[str, str]] = []
+    if not isinstance(summary, Mapping):
         return rows
-    for name, q in qparams.items():
-        if not isinstance(q, Mapping):
-            continue
-        scale = [x for x in _floats(q.get("scale"))]
-        zp = [x for x in _floats(q.get("zero_point"))]
-        qmin, qmax = _num(q.get("qmin")), _num(q.get("qmax"))
-        lo = hi = math.nan
-        if scale and math.isfinite(qmin) and math.isfinite(qmax):
-            zps = zp if len(zp) == len(scale) else [0.0] * len(scale)
-            lows = [s * (qmin - z) for s, z in zip(scale, zps, strict=True)]
-            highs = [s * (qmax - z) for s, z in zip(scale, zps, strict=True)]
-            lo, hi = min(lows), max(highs)
+    quantizers = [(name, q) for name, q in summary.items() if isinstance(q, Mapping)]
+    quantizers.sort(key=lambda nq: _num(nq[1].get("index")) if math.isfinite(_num(nq[1].get("index"))) else math.inf)
+    for name, q in quantizers:
+        rng = q.get("range")
+        lo, hi = (_num(rng.get("min")), _num(rng.get("max"))) if isinstance(rng, Mapping) else (math.nan, math.nan)
         learned = q.get("learned")
-        learned_text = ", ".join(f"{k}: {_span(_floats(v))}" for k, v in learned.items()) \
+        learned_text = ", ".join(f"{k}: {_span(v)}" for k, v in learned.items()) \
             if isinstance(learned, Mapping) else ""
-        rows.append({"quantizer": str(name), "kind": str(q.get("kind", "")), "spec": str(q.get("spec", "")),
+        rows.append({"quantizer": str(name), "kind": str(q.get("kind") or ""), "spec": str(q.get("spec") or ""),
                      "int range": f"[{norm(q.get('qmin'))}, {norm(q.get('qmax'))}]",
-                     "scale": _span(scale), "zero point": _span(zp),
-                     "real range": f"[{_g(lo)}, {_g(hi)}]" if math.isfinite(lo) else "-",
-                     "channels": str(len(scale)), "learned": learned_text})
+                     "scale": _span(q.get("scale")), "zero point": _span(q.get("zero_point")),
+                     "real range": f"[{_g(lo)}, {_g(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else "-",
+                     "channels": norm(q.get("channels")) or "0", "learned": learned_text})
     return rows
-
-
-def _floats(v: Any) -> list[float]:
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return [float(v)]
-    if isinstance(v, list):
-        out = []
-        for x in v:
-            out.extend(_floats(x))
-        return out
-    return []
 
 
 def _g(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _span(values: list[float]) -> str:
-    vals = [v for v in values if math.isfinite(v)]
-    if not vals:
+def _span(span: Any) -> str:
+    """``lo .. hi`` (one value when equal) of a ``{min, max}`` summary; '-' when there is none."""
+    if not isinstance(span, Mapping):
         return "-"
-    lo, hi = min(vals), max(vals)
+    lo, hi = _num(span.get("min")), _num(span.get("max"))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "-"
     return _g(lo) if lo == hi else f"{_g(lo)} .. {_g(hi)}"

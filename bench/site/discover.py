@@ -1,4 +1,5 @@
-"""What a results folder holds: its tables (CSV + the Markdown beside), records (cells.csv), figures, README, findings.
+"""What a results folder holds: its tables (CSV + the Markdown beside), records (cells.csv, and records.jsonl.gz: what
+their run folders hold), figures, README, findings.
 
 Nothing here hard-codes today's file list: every CSV is a table (the Markdown beside it gives the title, the display
 names of axis values and the legend); known stems get the paper's names (:data:`CATEGORIES`), unknown ones are shown
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.aggregate.bundle import BUNDLE_NAME
 from bench.errors import BenchError
 
 RECORDS_NAME = "cells.csv"  # one row per record: what `python -m bench aggregate` writes beside the tables
@@ -86,6 +88,7 @@ class Results:
     readme: str
     index_md: str
     findings_md: str
+    bundles: dict[str, Path] = field(default_factory=dict)  # folder -> its records.jsonl.gz (beside its cells.csv)
 
     def category_name(self, key: str) -> str:
         """Display name of a category key."""
@@ -169,6 +172,7 @@ def discover(path: str | Path) -> Results:
     root = check_results(path)
     tables: list[TableFile] = []
     cells_parts: list[pd.DataFrame] = []
+    bundles: dict[str, Path] = {}
     sites = {m.parent for m in root.rglob(SITE_MARKER)}  # a site built inside the results folder is not results
     for csv in sorted(root.rglob("*.csv")):
         rel_path = csv.relative_to(root)
@@ -181,6 +185,8 @@ def discover(path: str | Path) -> Results:
         folder = str(rel_path.parent) if rel_path.parent != Path(".") else ""
         if csv.name == RECORDS_NAME and "config_hash" in frame.columns:
             cells_parts.append(frame.assign(folder=folder))
+            if (csv.parent / BUNDLE_NAME).is_file():
+                bundles[folder] = csv.parent / BUNDLE_NAME
         md_path = csv.with_suffix(".md")
         md = parse_markdown(md_path.read_text(encoding="utf-8")) if md_path.is_file() else MarkdownTable()
         rel = str(rel_path.with_suffix("")).replace("\\", "/")
@@ -202,4 +208,4 @@ def discover(path: str | Path) -> Results:
         return p.read_text(encoding="utf-8") if p.is_file() else ""
 
     return Results(root, tables, cells, figures, curves, text("README.md"), text("index.md"),
-                   text(f"{FINDINGS_STEM}.md"))
+                   text(f"{FINDINGS_STEM}.md"), bundles)

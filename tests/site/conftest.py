@@ -1,5 +1,6 @@
-"""Fixtures of the site tests: a results folder aggregated from fabricated records (with their run folders), and a
-real headless Chromium (Debian ``chromium``, driven by Playwright) for the browser tests."""
+"""Fixtures of the site tests: a results folder aggregated from fabricated records (with their run folders; its
+records.jsonl.gz fills the record pages of a site built without them), and a real headless Chromium (Debian
+``chromium``, driven by Playwright) for the browser tests."""
 
 from __future__ import annotations
 
@@ -142,6 +143,18 @@ def fixture_site(fixture_results: Fixture, tmp_path_factory: pytest.TempPathFact
 
     out = tmp_path_factory.mktemp("site_out") / "site"
     build_site(fixture_results.results, out, runs=fixture_results.runs, log=lambda s: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundle_site(fixture_results: Fixture, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site of the fabricated results without their run folders: record pages from the results' bundle
+    (records.jsonl.gz, written by the aggregator beside cells.csv)."""
+    from bench.site import build_site
+
+    assert (fixture_results.results / "records.jsonl.gz").is_file()
+    out = tmp_path_factory.mktemp("bundle_site") / "site"
+    build_site(fixture_results.results, out, log=lambda s: None)
     return out
 
 

@@ -1,5 +1,6 @@
 """The site in a real headless Chromium, opened from file://: no console error, no failed request, nothing from
-another host; as many rows as the CSV; sorting; filters; a cell page and its curve; readable without JavaScript.
+another host; as many rows as the CSV; sorting; filters; a cell page and its curve (also from the results' bundle,
+without runs=); readable without JavaScript.
 Every page of the site, and a static web server: test_browser_all_pages.py (slow).
 ``BENCH_SCREENSHOT=docs/site_table7.png`` saves the Table 7 page of the committed results (the README shows it)."""
 
@@ -114,4 +115,15 @@ def test_reads_without_javascript(committed_site: Path, visit) -> None:
     assert v.rows() == len(pd.read_csv(COMMITTED / "table7_hw_w4a4.csv"))
     assert not v.page.is_visible(".filters") and v.page.is_visible("table.bench-table")
     assert v.page.inner_text("table.bench-table tbody tr:first-child").count("±") >= 1
+    assert v.problems() == []
+
+
+def test_cell_page_from_the_bundle(bundle_site: Path, fixture_results, visit) -> None:
+    """Built without runs=: a record's page shows its own curve (from the results' records.jsonl.gz), loaded clean."""
+    rec = fixture_results.records[0]
+    v = visit(url(bundle_site, f"cells/{rec['config_hash']}.html"), bundle_site.resolve().as_uri())
+    assert v.page.eval_on_selector("img.curve", "i => i.complete && i.naturalWidth") > 0
+    assert v.page.eval_on_selector("img.curve", "i => i.getAttribute('src')") == f"{rec['config_hash']}.png"
+    assert v.page.is_visible("#details-source") and v.page.is_visible("#no-run-folder")
+    assert "records.jsonl.gz" in v.page.inner_text("#details-source")
     assert v.problems() == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -145,6 +146,8 @@ def test_cell_page(fixture_site: Path, fixture_results) -> None:
     assert "conv1.weight_fq" in text and "[-0.3, 1.2]" in text  # quantizer ranges (act: scale 0.1, zero point 3)
     assert "other profiles" in text and "other seeds" in text and "mean 79.15 ± 0.21" in text
     assert "name: lsq" in text  # the config, as YAML
+    assert 'data-source="run-folder"' in text and "from its run folder (runs=fmnist-mini)" in text
+    assert 'id="no-run-folder"' not in text
     ptq = next(r for r in fixture_results.records if r["algo"] == "ptq" and r["hw"] == "tvm")
     text = (fixture_site / f"cells/{ptq['config_hash']}.html").read_text()
     assert "integer-only execution" in text and "87.9" in text and "half_up" in text
@@ -176,17 +179,67 @@ def test_committed_results_without_runs(committed_site: Path) -> None:
     kept = "overrides" in cells.columns and isinstance(cells["overrides"].iloc[0], str)
     assert "python -m bench run " in text
     assert ("as cells.csv keeps them" if kept else "Rebuilt from the record") in text
-    assert "../figures/curves/" in text  # the results folder's curve of its arch and profile
+    if (root / "records.jsonl.gz").is_file():  # the record's own curve, from the results' bundle
+        assert 'data-source="bundle"' in text and f'src="{h}.png"' in text
+    else:
+        assert "../figures/curves/" in text  # the results folder's curve of its arch and profile
 
 
-def test_without_runs_the_command_comes_from_cells_csv(tmp_path: Path, fixture_results) -> None:
-    """Without run folders a cell page says so, and its command is the launch overrides cells.csv keeps."""
-    build_site(fixture_results.results, tmp_path / "s", log=lambda s: None)
+def test_without_runs_pages_come_from_the_bundle(bundle_site: Path, fixture_site: Path, fixture_results) -> None:
+    """Without run folders a cell page says so, its command is the launch overrides cells.csv keeps, and its config,
+    own training curve, quantizer ranges and deployment check come from the results' records.jsonl.gz."""
     rec = fixture_results.records[0]
-    text = (tmp_path / "s" / f"cells/{rec['config_hash']}.html").read_text()
-    assert 'id="no-run-folder"' in text and "as cells.csv keeps them" in text
+    text = unescape((bundle_site / f"cells/{rec['config_hash']}.html").read_text())
+    assert 'id="no-run-folder"' in text and "built without runs=" in text and "as cells.csv keeps them" in text
     assert "python -m bench run algo=lsq hw=academic arch=resnet18_mini bits=w4a4 seed=0</code>" in text
-    assert "Needs the run folder (runs=)." in text
+    assert 'data-source="bundle"' in text and "from the results' records.jsonl.gz" in text
+    assert f'src="{rec["config_hash"]}.png"' in text and (bundle_site / f"cells/{rec['config_hash']}.png").is_file()
+    assert "at most 200 points" in text
+    assert "name: lsq" in text and "Needs the run folder" not in text  # the config, as YAML
+    assert "conv1.weight_fq" in text and "[-0.3, 1.2]" in text and "0.01 .. 0.02" in text  # quantizer ranges
+    assert "records.jsonl.gz (qparams.json summarised)" in text
+    assert text.index("conv1.weight_fq") < text.index("act_fq_x")  # qparams.json's order, not the bundle's
+    ptq = next(r for r in fixture_results.records if r["algo"] == "ptq" and r["hw"] == "tvm")
+    text = unescape((bundle_site / f"cells/{ptq['config_hash']}.html").read_text())
+    assert "integer-only execution" in text and "87.9" in text and "half_up" in text
+    assert "No training curve: this record has no metrics.jsonl" in text  # PTQ: nothing trained
+    # every page with a curve in the site with run folders has one here too
+    pngs = sorted(p.name for p in (bundle_site / "cells").glob("*.png"))
+    assert pngs and pngs == sorted(p.name for p in (fixture_site / "cells").glob("*.png"))
+
+
+def test_without_runs_nor_bundle_the_page_says_what_it_needs(tmp_path: Path, fixture_results) -> None:
+    """A results folder without records.jsonl.gz (aggregated before it existed): the row and the command only."""
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(fixture_results.results, results)
+    for b in results.rglob("records.jsonl.gz"):
+        b.unlink()
+    report = build_site(results, tmp_path / "s", log=lambda s: None)
+    assert report.from_bundle == 0 and report.with_run_folder == 0
+    rec = fixture_results.records[0]
+    text = unescape((tmp_path / "s" / f"cells/{rec['config_hash']}.html").read_text())
+    assert 'id="no-run-folder"' in text and 'class="warn"' in text and "as cells.csv keeps them" in text
+    assert "Needs the run folder (runs=) or the results' records.jsonl.gz." in text
+    assert 'id="details-source"' not in text and "name: lsq" not in text
+
+
+def test_a_record_missing_from_runs_comes_from_the_bundle(tmp_path: Path, fixture_results) -> None:
+    """runs= without a record's folder: that page is filled from the bundle, the others from their run folders."""
+    import shutil
+
+    first, second = fixture_results.records[:2]
+    runs = tmp_path / "runs"
+    folder = next(d for d in fixture_results.runs.iterdir() if d.name.startswith("000_"))
+    shutil.copytree(folder, runs / folder.name)
+    report = build_site(fixture_results.results, tmp_path / "s", runs=runs, log=lambda s: None)
+    assert report.with_run_folder == 1 and report.from_bundle == report.cells - 1
+    text = (tmp_path / "s" / f"cells/{first['config_hash']}.html").read_text()
+    assert 'data-source="run-folder"' in text and 'id="no-run-folder"' not in text
+    text = (tmp_path / "s" / f"cells/{second['config_hash']}.html").read_text()
+    assert f"runs=runs does not hold a record with config_hash {second['config_hash']}" in text
+    assert 'data-source="bundle"' in text and f'src="{second["config_hash"]}.png"' in text
 
 
 def test_out_that_is_not_a_site_is_refused(tmp_path: Path, fixture_results) -> None:
