@@ -136,11 +136,13 @@ def test_wheel_holds_the_package_configs_baselines_and_plugin_only(installed: In
     assert {f"bench/conf/hw/{p}.yaml" for p in PROFILES} <= conf
     shipped = _files(installed.src, "bench/shipped/*/*.pt") | {"bench/shipped/manifest.json"}
     assert len(shipped) > 1
+    site = _files(installed.src, "bench/site/templates/*.html") | _files(installed.src, "bench/site/static/*")
+    assert {"bench/site/templates/table.html", "bench/site/static/site.js"} <= site  # bench site's page templates
     code = _files(installed.src, "bench/**/*.py") | _files(installed.src, "hydra_plugins/**/*.py")
     assert "hydra_plugins/bench_launcher/parallel_launcher.py" in code
-    # exactly these: no tests, scripts, benchmarks, results; no hydra_plugins/__init__.py (a namespace package shared
-    # with the other Hydra plugins, hydra-submitit-launcher's among them)
-    extra, missing = names - dist_info - code - conf - shipped, (code | conf | shipped) - names
+    # exactly these (and the site's templates and static files): no tests, scripts, benchmarks, results; no
+    # hydra_plugins/__init__.py (a namespace package shared with the other Hydra plugins, hydra-submitit-launcher's)
+    extra, missing = names - dist_info - code - conf - shipped - site, (code | conf | shipped | site) - names
     assert not extra and not missing, f"in the wheel but not expected: {sorted(extra)}; missing: {sorted(missing)}"
     assert "hydra_plugins/__init__.py" not in names
 
@@ -190,3 +192,17 @@ def test_installed_parallel_launcher_runs_a_sweep(installed: Installed) -> None:
     assert sorted(r["seed"] for r in recs) == [0, 1]
     assert all(r["status"] == "ok" for r in recs)
     assert not any(installed.work.iterdir())  # nothing written into the working directory
+
+
+def test_installed_bench_builds_a_site(installed: Installed) -> None:
+    # the site's templates and static files come from the installed package, not from a checkout
+    runs, results, site = (installed.work.parent / n for n in ("runs_site", "results_site", "site_out"))
+    _run([installed.python, "-m", "bench", "run", *SMOKE, f"runs_dir={runs}", f"cache_dir={installed.cache}"],
+         cwd=installed.work, env=installed.env)
+    _run([installed.python, "-m", "bench", "aggregate", f"runs={runs}", f"out={results}", "plots=false"],
+         cwd=installed.work, env=installed.env)
+    out = _run([installed.python, "-m", "bench", "site", f"results={results}", f"out={site}"], cwd=installed.work,
+               env=installed.env).stdout
+    assert re.search(r", 1 cell pages", out), out  # the one record
+    assert (site / "index.html").is_file() and (site / "assets" / "site.js").is_file()
+    assert any((site / "cells").glob("*.html"))
