@@ -81,6 +81,26 @@ def _tables(run_bench, runs: Path, out: Path, tmp_path: Path) -> dict[str, str]:
     return tables
 
 
+def _kill_a_fresh_cell(sweep: subprocess.Popen, rng: random.Random, max_delay: float) -> bool:
+    """kill -9 a cell that started after the first record, after a random delay; False when the sweep ended first."""
+    deadline = time.time() + 120
+    while True:  # one that finished before the kill: take the next
+        finishing = set(_cells(sweep.pid))  # may still be exiting after writing their records
+        while not (fresh := [c for c in _cells(sweep.pid) if c not in finishing]):
+            if sweep.poll() is not None:
+                return False
+            assert time.time() < deadline, "no new cell started"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.05, max(0.1, max_delay)))
+        if not _alive(fresh[0]):
+            continue
+        try:
+            os.kill(fresh[0], signal.SIGKILL)
+            return True
+        except ProcessLookupError:
+            continue
+
+
 def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path, bench_env, run_bench):
     rng = random.Random(0)
     env = bench_env(tmp_path)
@@ -92,24 +112,21 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path, bench_env, ru
     assert p.returncode == 0, p.stderr[-3000:]
     assert len(_records(ref)) == N_CELLS
 
-    runs = tmp_path / "runs"
-    # 1) kill -9 one running cell after a random delay: that cell fails, the others finish
-    sweep = subprocess.Popen(_sweep(runs), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_records(runs, 1, sweep)
-    deadline = time.time() + 120
-    while True:  # a cell that started after that record, killed mid-run (one that finished first: take the next)
-        finishing = set(_cells(sweep.pid))  # may still be exiting after writing their records
-        while not (fresh := [c for c in _cells(sweep.pid) if c not in finishing]):
-            assert time.time() < deadline and sweep.poll() is None, "no new cell started"
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.2, 1.5))  # a cell takes seconds (fork from the preloaded server, work)
-        if not _alive(fresh[0]):
-            continue
-        try:
-            os.kill(fresh[0], signal.SIGKILL)
+    # a kill lands mid-run when it comes within the fastest cell's time (a cell forked from the preloaded server can
+    # take under a second on an idle machine)
+    fastest = min(json.loads(p.read_text())["wall_s"] for p in _records(ref))
+    # 1) kill -9 one running cell after a random delay: that cell fails, the others finish. If every cell finished
+    # before a kill could land (an idle, fast machine), the sweep is run again in a fresh folder.
+    for attempt in range(3):
+        runs = tmp_path / f"runs{attempt}"
+        sweep = subprocess.Popen(_sweep(runs), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
+        _wait_records(runs, 1, sweep)
+        if _kill_a_fresh_cell(sweep, rng, 0.5 * fastest):
             break
-        except ProcessLookupError:
-            continue
+        sweep.communicate(timeout=900)
+    else:
+        raise AssertionError("three sweeps finished before a running cell could be killed")
     _, err = sweep.communicate(timeout=900)
     assert sweep.returncode != 0 and b"its process died" in err  # reported, not silently lost
     first = len(_records(runs))
