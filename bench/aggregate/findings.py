@@ -159,10 +159,23 @@ def _ci(d: pd.Series) -> tuple[int, float, float, float]:
     return s.n, s.mean, s.mean - half, s.mean + half
 
 
+def breakdown(d: pd.Series, limit: int = 8) -> str:
+    """The mean of ``d`` per value of its first index level other than the seed (``by arch: a +1.00, b -0.50``);
+    empty when there is no such level or it has more than ``limit`` values."""
+    levels = [n for n in d.index.names if n not in (None, "seed")]
+    if d.empty or not levels:
+        return ""
+    means = d.groupby(level=levels[0]).mean()
+    if len(means) < 2 or len(means) > limit:
+        return ""
+    return f"mean by {levels[0]}: " + ", ".join(f"{k} {v:+.2f}" for k, v in means.items())
+
+
 def greater(d: pd.Series, what: str, detail: str = "") -> Evidence:
     """Verdict of an A > B claim from the per-unit differences ``d`` = A - B."""
     if d.empty:
         return Evidence(NO_DATA, what)
+    detail = "; ".join(x for x in (detail, breakdown(d)) if x)
     n, mean, lo, hi = _ci(d)
     verdict = NOT_SIG if n < 2 or not math.isfinite(lo) else HOLDS if lo > 0 else FAILS if hi < 0 else NOT_SIG
     return Evidence(verdict, what, n, mean, lo, hi, detail)
@@ -172,6 +185,7 @@ def equivalent(d: pd.Series, margin: float, what: str, detail: str = "") -> Evid
     """Verdict of an A ≈ B claim (within ``margin`` points) from the per-unit differences ``d``."""
     if d.empty:
         return Evidence(NO_DATA, what)
+    detail = "; ".join(x for x in (detail, breakdown(d)) if x)
     n, mean, lo, hi = _ci(d)
     if n < 2 or not math.isfinite(lo):
         verdict = NOT_SIG

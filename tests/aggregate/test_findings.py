@@ -226,3 +226,11 @@ def test_every_claim_finds_its_cells_and_survives_partial_grids() -> None:
         part = frame.sample(frac=rng.uniform(0.05, 0.6), random_state=rng.randrange(10**6))
         for f in F.evaluate(part, CLAIMS):
             assert f.evidence.verdict in F.VERDICTS
+
+
+def test_breakdown_by_the_first_setting_level() -> None:
+    idx = pd.MultiIndex.from_tuples([("a", 0), ("a", 1), ("b", 0), ("b", 1)], names=["arch", "seed"])
+    d = pd.Series([1.0, 2.0, -1.0, 0.0], index=idx)
+    assert F.breakdown(d) == "mean by arch: a +1.50, b -0.50"
+    assert F.greater(d, "x").detail == "mean by arch: a +1.50, b -0.50"
+    assert F.breakdown(pd.Series([1.0, 2.0], index=pd.Index([0, 1], name="seed"))) == ""  # seeds only
