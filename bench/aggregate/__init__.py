@@ -3,7 +3,8 @@
 ``aggregate(runs_dir, out, track, plots)`` is what ``python -m bench aggregate`` calls; scripts can call it too.
 Pipeline: :mod:`records` (load, reject corrupt files, dedup re-runs, group seeds into cells, table filters) ->
 :mod:`tables` (pure DataFrame -> DataFrame builders) -> :mod:`render` (CSV + Markdown) and :mod:`plots` (PNG);
-:mod:`bundle` keeps what the run folders hold for the site's record pages (``records.jsonl.gz``).
+:mod:`bundle` keeps what the run folders hold for the site's record pages (``records.jsonl.gz``);
+:mod:`findings` with :mod:`claims` tests the source papers' claims on the records (``findings.md`` / ``.csv``).
 
 The aggregator reads records only: a record says what its tables need (its algorithm's kind, its dataset's classes,
 the order and display names of its axis values: :mod:`axes`), and what schema-1 records do not say comes from the

@@ -21,7 +21,8 @@ written per track: table7_hw_<bits> (accuracy and hardware gap per profile, Avg.
 (with Avg. Arch.), hw_robustness_<bits>, arch_robustness_<bits>, algo_std_<bits> (Fig. 5), best_algo_<bits>
 (+ _counts), table5_bnfold_[<hw>_]<bits>, table6_graph_[<hw>_]<bits> (<hw>_ for an override on a hardware
 profile), table10_ptq_<bits>, table11_init, deploy_check, onnx_runtime, cells.csv (every record),
-records.jsonl.gz (per record its config, curve, quantizer ranges and deployment check, for the site), failed.csv,
+records.jsonl.gz (per record its config, curve, quantizer ranges and deployment check, for the site), findings.md
+/ findings.csv (the papers' claims tested on the records, bench/aggregate/claims.py), failed.csv,
 fig5_algo_std_<bits>.png, fig6_robustness_<bits>.png, curves/<arch>_<hw>_<bits>.png and index.md; with records
 of schema 2 or later also the mini track's views: ptq_<bits> (MinMax PTQ per profile, drop from FP32),
 ptq_calib_<n>bit (PTQ by calibration), ptq_bn_calib_<n>bit (PTQ before / after BN re-calibration),
