@@ -242,22 +242,22 @@ def _algo_std(df: pd.DataFrame) -> pd.Series:
     return reduce(v, "algo", "pstd") if not v.empty else v
 
 
-def _depthwise_variance(df: pd.DataFrame) -> Evidence:
-    s = _algo_std(df)
+def _contrast(s: pd.Series, level: str, a: tuple[str, ...], b: tuple[str, ...]) -> pd.Series:
+    """Mean of ``s`` over the ``level`` values ``a`` minus its mean over ``b``, per remaining unit."""
     if s.empty:
-        return greater(s, "no cells")
-    arch = s.index.get_level_values("arch")
-    d = diff(reduce(s[arch.isin(DEPTHWISE)], "arch"), reduce(s[arch.isin(NON_DEPTHWISE)], "arch"))
+        return s
+    values_ = s.index.get_level_values(level)
+    return diff(reduce(s[values_.isin(a)], level), reduce(s[values_.isin(b)], level))
+
+
+def _depthwise_variance(df: pd.DataFrame) -> Evidence:
+    d = _contrast(_algo_std(df), "arch", DEPTHWISE, NON_DEPTHWISE)
     return greater(d, "std of top-1 across the four Table 7 algorithms: mean over the depthwise minis - mean over "
                    "resnet18/50 and regnetx minis, per profile (academic included) and seed")
 
 
 def _per_tensor_variance(df: pd.DataFrame) -> Evidence:
-    s = _algo_std(df)
-    if s.empty:
-        return greater(s, "no cells")
-    hw = s.index.get_level_values("hw")
-    d = diff(reduce(s[hw.isin(PER_TENSOR)], "hw"), reduce(s[hw.isin(PER_CHANNEL)], "hw"))
+    d = _contrast(_algo_std(df), "hw", PER_TENSOR, PER_CHANNEL)
     return greater(d, "std of top-1 across the four Table 7 algorithms: mean over TVM and SNPE (per-tensor) - mean "
                    "over TensorRT, ACL and FBGEMM (per-channel), per arch and seed")
 
