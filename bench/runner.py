@@ -16,7 +16,7 @@ from bench.algos import ALGOS, CellContext
 from bench.algos.quantized import first_last_bits
 from bench.config import NON_RESULT_KEYS, num_workers, to_container
 from bench.data import DATASETS, build_data
-from bench.engine import distributed
+from bench.engine import allocator, distributed
 from bench.engine.eval_cache import evaluate_cached
 from bench.engine.metrics import MetricsWriter
 from bench.errors import BenchError
@@ -164,6 +164,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
 
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
+    allocator.keep_heap()  # speed only: the numbers do not depend on where memory comes from
     dist = distributed.setup(
         cfg.dist.device, cfg.dist.backend, find_unused_parameters=bool(cfg.dist.find_unused_parameters),
         timeout_min=float(cfg.dist.timeout_min),

@@ -31,6 +31,7 @@ from torch import nn
 
 from bench.algos import ALGOS
 from bench.algos.qat import QATAlgorithm
+from bench.engine.allocator import keep_heap
 from bench.models import build_model
 from bench.ptq.calibrate import calibrate
 from bench.quant.insert import prepare
@@ -89,12 +90,16 @@ def main() -> None:
     p.add_argument("--hw", default="tensorrt")
     p.add_argument("--algos", default=",".join(QAT))
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--mmap", action="store_true",
+                   help="leave glibc's mmap of large blocks on (cells turn it off: bench.engine.allocator)")
     p.add_argument("--no-torch-ao", action="store_true", help="leave out PyTorch's prepare_qat_fx variant")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
     dev = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    if not args.mmap:
+        keep_heap()  # as a cell runs
     torch.manual_seed(0)
     model = build_model(args.arch, num_classes=10, in_chans=1)
     for m in model.modules():  # torch.ao's ConvBn divides by gamma / sigma: the zero-init last BN of a block gives NaN

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 
 from bench.algos import ALGOS
+from bench.engine.allocator import keep_heap
 from bench.errors import BenchError
 from bench.models import build_model
 from bench.ptq.calibrate import calibrate
@@ -91,6 +92,8 @@ def stage_step(gm: torch.fx.GraphModule, method: str, stage_index: int, block: s
 def main() -> None:
     """Print the time per iteration of every method's stages and its ratio to the plain block step."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mmap", action="store_true",
+                   help="leave glibc's mmap of large blocks on (cells turn it off: bench.engine.allocator)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--iters", type=int, default=40, help="iterations of the short run (the long run has twice)")
@@ -110,6 +113,8 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     """The benchmark for parsed ``args`` (bad values: BenchError / ValueError naming them)."""
     torch.set_num_threads(args.threads)
+    if not args.mmap:
+        keep_heap()  # as a cell runs
     bits = args.bits.removeprefix("w").split("a")
     if len(bits) != 2 or not all(b.isdigit() for b in bits):
         raise ValueError(f"--bits {args.bits!r} invalid; accepted: w<bits>a<bits>, e.g. w4a8")

@@ -43,7 +43,10 @@ class _LSQ(torch.autograd.Function):
     """Forward in four passes over ``x``; backward from the saved ``u = x / s`` and clamped codes, with the
     zero point's gradient computed only when it is learned. Bit for bit the formulas of the module docstring:
     ``clamp(round(u) + z, qmin, qmax) - z == clamp(round(u), qmin - z, qmax - z)`` (integers, exact in float32), and
-    outside the grid the clamped code is ``qmin - z`` / ``qmax - z``, the gradient of the step there."""
+    outside the grid the clamped code is ``qmin - z`` / ``qmax - z``, the gradient of the step there. Backward makes
+    as few passes as those formulas allow: with a zero point of 0, ``v = u + 0`` is ``u`` and is not computed (the
+    comparisons see the same values), and the clipped elements are zeroed in place of multiplying by a float mask
+    (the same numbers: ``g * 1 = g``; where ``g * 0`` would give ``-0`` this gives ``+0``, equal values)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -58,25 +61,28 @@ class _LSQ(torch.autograd.Function):
         code = round_float(u, rounding)
         code = code.clamp_(qmin - zb, qmax - zb)  # the integer code minus the zero point
         ctx.save_for_backward(u, code, s, zr)
-        ctx.meta = (qmin, qmax, grad_factor, ch_axis)
+        # a zero point of 0 (symmetric grids) spares backward the pass v = u + z; read on the CPU only, where it
+        # costs no device synchronisation
+        ctx.meta = (qmin, qmax, grad_factor, ch_axis, not x.is_cuda and not bool(zr.any()))
         return code * sb
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         u, code, s, zr = ctx.saved_tensors
-        qmin, qmax, g, ch_axis = ctx.meta
+        qmin, qmax, g, ch_axis, zero_z = ctx.meta
         shape = _shape(u, ch_axis)
         zb = zr.reshape(shape) if ch_axis is not None else zr.reshape(())
-        v = u + zb
-        inside = (v <= qmin).logical_or_(v >= qmax).logical_not_()
-        grad_x = grad * inside
+        v = u if zero_z else u + zb
+        clipped = torch.le(v, qmin).logical_or_(torch.ge(v, qmax))
+        grad_x = grad.masked_fill(clipped, 0.0)
         dims = [d for d in range(u.dim()) if d != ch_axis]
-        ds = torch.where(inside, code - u, code)  # round(u) - u inside; qmin - z / qmax - z clipped
-        grad_s = (grad * ds).sum(dim=dims).reshape(s.shape) * g
+        ds = torch.sub(code, u)  # round(u) - u inside; qmin - z / qmax - z clipped (in place: exact aliasing)
+        torch.where(clipped, code, ds, out=ds)
+        grad_s = ds.mul_(grad).sum(dim=dims).reshape(s.shape) * g
         grad_z = None
         if ctx.needs_input_grad[2]:
             sb = s.reshape(shape) if ch_axis is not None else s.reshape(())
-            dz = torch.where(inside, torch.zeros_like(v), -sb.expand_as(v))
+            dz = torch.where(clipped, -sb.expand_as(v), torch.zeros_like(v))
             grad_z = (grad * dz).sum(dim=dims).reshape(zr.shape) * g
         return grad_x, grad_s, grad_z, None, None, None, None, None
 

@@ -3,8 +3,9 @@
 Every cell is a fresh process that runs it through Hydra's ``run_job``, exactly like the sequential launcher, with
 ``threads_per_job`` torch threads (default: cores // n_jobs), because several torch processes that each take every
 core slow each other down several times over. The processes are forked from a fork server that imported torch and
-bench once (``PRELOAD``; it runs no torch op, so no thread pool exists to be forked), which saves every cell the
-seconds of those imports; nothing else is shared. A cell process that dies (killed, out of memory) fails that cell
+bench once (``PRELOAD``; its only torch ops, decoding the default dataset, run on one thread, so no thread pool
+exists to be forked), which saves every cell the seconds of those imports and the dataset's decoding; nothing else is
+shared. A cell process that dies (killed, out of memory) fails that cell
 only; the others go on. Cell processes die with their parent, the fork server (``PR_SET_PDEATHSIG``), which exits
 when the launcher does, so killing the sweep never leaves orphan cells that would finish later and race a restart.
 
@@ -32,8 +33,10 @@ from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
 
-# imported once by the fork server, so that no cell process pays for them (seconds each)
-PRELOAD = ["torch", "cloudpickle", "bench.runner", "bench.algos", "bench.models", "bench.data", "bench.cli.hydra_app"]
+# imported once by the fork server, so that no cell process pays for them (seconds each); bench.data.preload also
+# decodes the default dataset there once
+PRELOAD = ["torch", "cloudpickle", "bench.runner", "bench.algos", "bench.models", "bench.data", "bench.cli.hydra_app",
+           "bench.data.preload"]
 
 
 @dataclass

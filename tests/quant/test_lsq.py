@@ -133,3 +133,43 @@ def test_the_torch_kernel_is_refused_for_other_roundings_and_unknown_kernels() -
         lsq_fake_quantize(x, s, z, -8, 7, 1.0, rounding="half_up", kernel="torch")
     with pytest.raises(ValueError, match="accepted: paper, torch"):
         lsq_fake_quantize(x, s, z, -8, 7, 1.0, kernel="cuda")
+
+
+@pytest.mark.parametrize("qmin, qmax, z", [(-8, 7, 0.0), (0, 15, 3.4), (-128, 127, -2.6), (0, 3, 0.0)])
+@pytest.mark.parametrize("ch_axis", [None, 1])
+@pytest.mark.parametrize("learn_z", [False, True])
+def test_gradients_equal_the_plain_formulas_bit_for_bit(qmin: int, qmax: int, z: float, ch_axis: int | None,
+                                                         learn_z: bool) -> None:
+    # the kernel's reordered passes (no v = u + 0, clipped gradients zeroed, ds built in place) give the values of
+    # the formulas written the plain way, with the same reductions
+    torch.manual_seed(6)
+    x = torch.randn(5, 4, 6, 3) * 3
+    x.view(-1)[:24] = (torch.arange(-12, 12) + 0.5) * 0.25  # ties and both clip bands at s = 0.25
+    c = 1 if ch_axis is None else x.shape[ch_axis]
+    s = torch.full((c,), 0.25) if ch_axis is None else torch.rand(c) * 0.5 + 0.1
+    zt = torch.full((c,), z)
+    up = torch.randn_like(x)
+    xa, sa, za = x.clone().requires_grad_(), s.clone().requires_grad_(), zt.clone().requires_grad_(learn_z)
+    y = lsq_fake_quantize(xa, sa, za, qmin, qmax, 0.3, ch_axis=ch_axis)
+    (y * up).sum().backward()
+
+    shape = [1] * 4
+    if ch_axis is not None:
+        shape[ch_axis] = -1
+    sb = s.reshape(shape) if ch_axis is not None else s.reshape(())
+    zr = torch.floor(zt + 0.5).clamp(qmin, qmax)
+    zb = zr.reshape(shape) if ch_axis is not None else zr.reshape(())
+    u = x * sb.reciprocal()
+    code = torch.clamp(torch.round(u), qmin - zb, qmax - zb)
+    assert torch.equal(y, code * sb)
+    v = u + zb
+    inside = ~((v <= qmin) | (v >= qmax))
+    dims = [d for d in range(4) if d != ch_axis]
+    assert torch.equal(xa.grad, up * inside)
+    ref_s = (up * torch.where(inside, code - u, code)).sum(dim=dims).reshape(s.shape) * 0.3
+    assert torch.equal(sa.grad, ref_s)
+    if learn_z:
+        ref_z = (up * torch.where(inside, torch.zeros_like(v), -sb.expand_as(v))).sum(dim=dims).reshape(zr.shape) * 0.3
+        assert torch.equal(za.grad, ref_z)
+    else:
+        assert za.grad is None

@@ -307,3 +307,45 @@ def test_quant_linear_shares_params_and_applies_fq() -> None:
     assert w is lin.weight and b is lin.bias
     # an nn.Identity quantizer gives the plain layer
     torch.testing.assert_close(QuantLinear(lin, nn.Identity())(x), lin(x))
+
+
+@pytest.mark.parametrize("needs", [(True, True), (True, False), (False, True)])
+def test_strategy4_division_gradients_are_autograds_bit_for_bit(needs: tuple[bool, bool]) -> None:
+    # the per-channel division of strategy 4 returns exactly what autograd's div gives (same values, same sums)
+    from bench.quant.qmodules import _DivChannels
+
+    torch.manual_seed(3)
+    y0 = torch.randn(8, 6, 5, 7) * 3
+    f0 = (torch.rand(1, 6, 1, 1) + 0.05) * torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, 1.0]).reshape(1, 6, 1, 1)
+    up = torch.randn(8, 6, 5, 7)
+    ya, fa = y0.clone().requires_grad_(needs[0]), f0.clone().requires_grad_(needs[1])
+    yb, fb = y0.clone().requires_grad_(needs[0]), f0.clone().requires_grad_(needs[1])
+    za, zb = ya / fa, _DivChannels.apply(yb, fb)
+    assert torch.equal(za, zb)
+    (za * up).sum().backward()
+    (zb * up).sum().backward()
+    for a, b in ((ya, yb), (fa, fb)):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            assert torch.equal(a.grad, b.grad)
+
+
+def test_strategy4_training_step_equals_plain_autograd_formula() -> None:
+    # a strategy-4 layer trained for a step: output and every gradient equal the same formula written with plain
+    # autograd ops (conv of the quantized folded weight, divided back, a real BN), bit for bit
+    conv, bn = _conv_bn(seed=4)
+    conv_r, bn_r = copy.deepcopy(conv), copy.deepcopy(bn)
+    x = _x(3, seed=5)
+    out = QuantConvBn2d(conv, bn, 4, _bypassed()).train()(x)
+    sig = torch.sqrt(bn_r.running_var + bn_r.eps)
+    f = bn_r.weight / sig
+    f = torch.where(f < 0, -1.0, 1.0) * f.abs().clamp_min(1e-5)
+    y = F.conv2d(x, conv_r.weight * f.reshape(-1, 1, 1, 1), None, padding=1) / f.reshape(1, -1, 1, 1)
+    ref = bn_r.train()(y + conv_r.bias.reshape(1, -1, 1, 1))
+    assert torch.equal(out, ref)
+    up = torch.randn_like(out)
+    (out * up).sum().backward()
+    (ref * up).sum().backward()
+    for a, b in ((conv.weight, conv_r.weight), (conv.bias, conv_r.bias), (bn.weight, bn_r.weight),
+                 (bn.bias, bn_r.bias), (bn.running_var, bn_r.running_var)):
+        assert torch.equal(a.grad if a.requires_grad else a, b.grad if b.requires_grad else b)
