@@ -159,7 +159,8 @@ class _DivChannels(torch.autograd.Function):
     bit for bit, in fewer passes and with one activation-sized tensor less kept for backward.
 
     Autograd's ``div`` saves ``y`` and returns ``grad / f`` and ``sum(-grad * ((y / f) / f))`` over (N, H, W). Here
-    the output ``z = y / f`` is saved instead (it is the same ``y / f``; the BN that follows keeps it anyway), and the
+    the output ``z = y / f`` is saved instead (the same ``y / f``; for a conv without bias, the BN that follows keeps
+    that very tensor), and the
     sum is negated once instead of every element (negation is exact and rounding is symmetric, so the sum of the
     negated products is the negated sum, in the same reduction order)."""
 
