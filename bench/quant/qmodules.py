@@ -156,13 +156,13 @@ def _new_conv_like(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None) -> nn.C
 
 class _DivChannels(torch.autograd.Function):
     """``y / f`` for a per-channel ``f`` of shape ``(1, C, 1, 1)``, with the gradients autograd's ``div`` computes,
-    bit for bit, in fewer passes and with one activation-sized tensor less kept for backward.
+    bit for bit, in fewer passes.
 
     Autograd's ``div`` saves ``y`` and returns ``grad / f`` and ``sum(-grad * ((y / f) / f))`` over (N, H, W). Here
-    the output ``z = y / f`` is saved instead (the same ``y / f``; for a conv without bias, the BN that follows keeps
-    that very tensor), and the
-    sum is negated once instead of every element (negation is exact and rounding is symmetric, so the sum of the
-    negated products is the negated sum, in the same reduction order)."""
+    the output ``z = y / f`` is saved instead (the same ``y / f``; behind a conv without bias, the BN that follows
+    keeps that very tensor, so one activation-sized tensor less is held), and the sum is negated once instead of every
+    element (negation is exact and rounding is symmetric: the sum of the negated products is the negated sum, in the
+    same reduction order)."""
 
     @staticmethod
     def forward(ctx: Any, y: Tensor, f: Tensor) -> Tensor:  # type: ignore[override]
