@@ -3,9 +3,10 @@
 glibc serves every allocation above its mmap threshold (at most 32 MiB) with a new ``mmap`` and returns it with
 ``munmap`` when freed. A training step allocates and frees many activation-sized temporaries (a batch of 128 mini
 activations is 8-34 MiB), so each one pays for page faults on pages the kernel must zero first. With ``mmap`` off and
-the heap never trimmed, freed blocks are reused: the same step runs ~10% faster for FP32 and more for QAT (its fake
-quantizers allocate more temporaries), with identical numbers (only where the memory comes from changes). The cost is
-that memory freed after the peak stays with the process until it exits; a cell's peak is unchanged.
+the heap never trimmed, freed blocks are reused, with identical numbers (only where the memory comes from changes).
+Measured: 200 allocations + fills of a 32 MiB tensor 0.86 s instead of 4.05 s; with the other changes of issue 18,
+the Table 7 grid 0.936 h instead of 1.03 h. The cost is that memory freed after the peak stays with the process until
+it exits (the quick-start cell's peak RSS 1.41 GB instead of 1.31 GB).
 """
 
 from __future__ import annotations
@@ -32,15 +33,15 @@ def keep_heap() -> bool:
         return _applied
     _applied = False
     if not sys.platform.startswith("linux"):
-        return False
+        return _applied
     name = ctypes.util.find_library("c") or "libc.so.6"
     try:
         libc = ctypes.CDLL(name)
         if not hasattr(libc, "gnu_get_libc_version"):  # musl also has mallopt, as a no-op
-            return False
+            return _applied
         # mallopt returns 1 on success; the trim threshold is an int: a freed top of the heap under 1 GiB stays
         # for reuse
         _applied = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
-    except (OSError, AttributeError):
-        _applied = False
+    except OSError:  # no loadable C library: nothing changes but speed
+        pass
     return _applied

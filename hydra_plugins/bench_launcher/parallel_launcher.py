@@ -4,10 +4,10 @@ Every cell is a fresh process that runs it through Hydra's ``run_job``, exactly 
 ``threads_per_job`` torch threads (default: cores // n_jobs), because several torch processes that each take every
 core slow each other down several times over. The processes are forked from a fork server that imported torch and
 bench once (``PRELOAD``; its only torch ops, decoding the default dataset, run on one thread, so no thread pool
-exists to be forked), which saves every cell the seconds of those imports and the dataset's decoding; nothing else is
-shared. A cell process that dies (killed, out of memory) fails that cell
-only; the others go on. Cell processes die with their parent, the fork server (``PR_SET_PDEATHSIG``), which exits
-when the launcher does, so killing the sweep never leaves orphan cells that would finish later and race a restart.
+exists to be forked), which saves every cell the seconds of those imports and the dataset's decoding; nothing else
+is shared. A cell process that dies (killed, out of memory) fails that cell only; the others go on. Cell processes
+die with their parent, the fork server (``PR_SET_PDEATHSIG``), which exits when the launcher does, so killing the
+sweep never leaves orphan cells that would finish later and race a restart.
 
 No ``from __future__ import annotations`` here: Hydra's plugin scan executes this module without registering it in
 ``sys.modules``, and dataclasses then cannot resolve string annotations.
