@@ -46,7 +46,8 @@ class _LSQ(torch.autograd.Function):
     outside the grid the clamped code is ``qmin - z`` / ``qmax - z``, the gradient of the step there. Backward makes
     as few passes as those formulas allow: with a zero point of 0, ``v = u + 0`` is ``u`` and is not computed (the
     comparisons see the same values), and the clipped elements are zeroed in place of multiplying by a float mask
-    (the same numbers: ``g * 1 = g``; where ``g * 0`` would give ``-0`` this gives ``+0``, equal values)."""
+    (the same numbers: ``g * 1 = g``; where ``g * 0`` would give ``-0`` this gives ``+0``, equal values; an inf or
+    NaN gradient on a clipped element gives 0 here, NaN there, in a cell that has diverged either way)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
