@@ -238,6 +238,7 @@ class BenchConfig:
     deploy: DeployConfig = field(default_factory=DeployConfig)
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None = all cores
+    fused: bool = False  # LSQ's fused CPU kernels (bench.quant.fused_lsq): the same numbers, a faster step
     progress: bool = True
     runs_dir: str = "runs"
     cache_dir: str | None = None  # FP32 baselines; None = $BENCH_CACHE or ~/.cache/bench
@@ -246,7 +247,7 @@ class BenchConfig:
 
 # Fields that do not change what a cell computes: left out of config_hash.
 NON_RESULT_KEYS = (
-    "runs_dir", "cache_dir", "progress", "threads", "skip_existing", "data.num_workers", "quant.report",
+    "runs_dir", "cache_dir", "progress", "threads", "fused", "skip_existing", "data.num_workers", "quant.report",
     "arch.pretrained_file",  # its content's sha256 is hashed instead (bench.baselines.weights_identity)
     "ptq.calib_batch_size", "dist",
     "hw.label", "hw.order",  # how tables show a profile

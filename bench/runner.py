@@ -21,6 +21,7 @@ from bench.engine.eval_cache import evaluate_cached
 from bench.engine.metrics import MetricsWriter
 from bench.errors import BenchError
 from bench.models import ARCHS
+from bench.quant import fused_lsq
 from bench.quant.observers import OBSERVERS
 from bench.quant.profiles import resolve_profile
 from bench.registry import UNORDERED
@@ -165,6 +166,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     allocator.keep_heap()  # speed only: the numbers do not depend on where memory comes from
+    fused_lsq.set_enabled(bool(cfg.fused))  # speed only: bit for bit the eager kernels
     dist = distributed.setup(
         cfg.dist.device, cfg.dist.backend, find_unused_parameters=bool(cfg.dist.find_unused_parameters),
         timeout_min=float(cfg.dist.timeout_min),

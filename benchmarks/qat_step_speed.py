@@ -1,7 +1,8 @@
 """QAT training-step overhead: time per QAT step / time per FP32 step, side by side in one process.
 
 Usage: ``python benchmarks/qat_step_speed.py [--arch resnet18_mini] [--batch 128] [--threads 2] [--steps 15]
-[--rounds 3] [--hw tensorrt] [--device cpu|cuda] [--no-torch-ao]``. On ``--device cuda`` every step is followed by
+[--rounds 3] [--hw tensorrt] [--device cpu|cuda] [--fused] [--no-torch-ao]``. On ``--device cuda`` every step is
+followed by
 ``torch.cuda.synchronize()`` so the clock sees the kernels, not their launch.
 
 Every variant is the same FP32 model (``--arch`` with fresh weights, BN gammas set to 1 because torch.ao's fused ConvBn
@@ -11,6 +12,8 @@ data, 10 classes) trained with the same step
 - ``fp32``: the plain model;
 - each QAT algorithm at W4A4 on ``--hw`` (QIL / APoT on academic, the only profile they run on), prepared and
   calibrated by the harness (BN folding of the profile included);
+- with ``--fused``, LSQ and LSQ+ again with their fused CPU kernels (:mod:`bench.quant.fused_lsq`, ``fused=true``
+  in a cell; compiled, and probed against the eager kernels, during the warm-up steps);
 - ``torch.ao``: PyTorch's own QAT, ``prepare_qat_fx`` with ``get_default_qat_qconfig_mapping("x86")`` (its default
   fake-quant modules and Conv-BN fusion).
 Variants are timed in interleaved rounds (``--rounds``), so machine noise hits them alike; the median step of each
@@ -34,10 +37,12 @@ from bench.algos.qat import QATAlgorithm
 from bench.engine.allocator import keep_heap
 from bench.models import build_model
 from bench.ptq.calibrate import calibrate
+from bench.quant import fused_lsq
 from bench.quant.insert import prepare
 from bench.quant.profiles import load_profile
 
 QAT = ["lsq", "lsqplus", "pact", "dsq", "dorefa", "qil", "apot"]
+FUSED = ("lsq", "lsqplus")  # their quantizer runs the fused kernels of bench.quant.fused_lsq
 
 
 def harness_qat(model: nn.Module, algo: str, hw: str, calib: torch.Tensor) -> nn.Module:
@@ -62,14 +67,16 @@ def torch_ao_qat(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return prepare_qat_fx(m, get_default_qat_qconfig_mapping("x86"), (example,))
 
 
-def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    """One training step of ``model`` on ``(x, y)`` (on their device; synchronised on CUDA)."""
+def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fused: bool = False) -> Callable[[], None]:
+    """One training step of ``model`` on ``(x, y)`` (on their device; synchronised on CUDA), with LSQ's fused CPU
+    kernels on or off (:mod:`bench.quant.fused_lsq`, a cell's ``fused=true``; the same numbers either way)."""
     model.to(x.device).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     cuda = x.device.type == "cuda"
 
     def step() -> None:
+        fused_lsq.set_enabled(fused)
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
         opt.step()
@@ -92,6 +99,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--mmap", action="store_true",
                    help="leave glibc's mmap of large blocks on (cells turn it off: bench.engine.allocator)")
+    p.add_argument("--fused", action="store_true",
+                   help="also time LSQ / LSQ+ with their fused CPU kernels (a cell's fused=true; same numbers)")
     p.add_argument("--no-torch-ao", action="store_true", help="leave out PyTorch's prepare_qat_fx variant")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -113,6 +122,8 @@ def main() -> None:
     for algo in args.algos.split(","):
         hw = "academic" if ALGOS.get(algo).academic_only else args.hw  # type: ignore[attr-defined]
         variants[f"{algo}/{hw}"] = make_step(harness_qat(model, algo, hw, calib), x, y)
+        if args.fused and algo in FUSED:
+            variants[f"{algo}/{hw} fused"] = make_step(harness_qat(model, algo, hw, calib), x, y, fused=True)
     if not args.no_torch_ao:
         variants["torch.ao prepare_qat_fx"] = make_step(torch_ao_qat(model, x.cpu()), x, y)
 

@@ -2,7 +2,8 @@
 same block, per method and stage, side by side in one process (issue 18, item 4; target <= 1.5x).
 
 Usage: ``python benchmarks/recon_speed.py [--threads 2] [--batch 32] [--iters 40] [--rounds 3] [--hw tensorrt]
-[--bits w4a8] [--methods adaround,brecq,qdrop,ioso] [--units resnet18_mini:layer2.0,mobilenetv2_mini:blocks.2.0]``.
+[--bits w4a8] [--methods adaround,brecq,qdrop,ioso] [--units resnet18_mini:layer2.0,mobilenetv2_mini:blocks.2.0]
+[--fused]``.
 
 Every variant runs on the same prepared, calibrated model (fresh weights, random 1x32x32 images: speed does not
 depend on the values): ``plain`` is the block's subgraph with every quantizer off, trained for ``--iters`` steps on its
@@ -29,6 +30,7 @@ from bench.models import build_model
 from bench.ptq.calibrate import calibrate
 from bench.ptq.recon import ReconSettings, reconstruct
 from bench.ptq.units import capture, partition, quant_enabled, subgraph_module
+from bench.quant import fused_lsq
 from bench.quant.insert import prepare
 from bench.quant.profiles import load_profile
 
@@ -89,6 +91,20 @@ def stage_step(gm: torch.fx.GraphModule, method: str, stage_index: int, block: s
     return stage.name, run
 
 
+def with_fused(run: Callable[[int], float]) -> Callable[[int], float]:
+    """``run`` with LSQ's fused CPU kernels on (:mod:`bench.quant.fused_lsq`: the learned activation step sizes of
+    BRECQ / QDrop run through them; the same numbers)."""
+
+    def fused_run(iters: int) -> float:
+        fused_lsq.set_enabled(True)
+        try:
+            return run(iters)
+        finally:
+            fused_lsq.set_enabled(False)
+
+    return fused_run
+
+
 def main() -> None:
     """Print the time per iteration of every method's stages and its ratio to the plain block step."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,6 +119,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=256, help="calibration images")
     p.add_argument("--methods", default="adaround,brecq,qdrop,ioso")
     p.add_argument("--units", default="resnet18_mini:layer2.0,mobilenetv2_mini:blocks.2.0")
+    p.add_argument("--fused", action="store_true", help="also time every stage with LSQ's fused CPU kernels")
     args = p.parse_args()
     try:
         run(args)
@@ -128,7 +145,7 @@ def run(args: argparse.Namespace) -> None:
     images = torch.randn(args.images, 1, 32, 32)
     print(f"{args.hw} {args.bits}, batch {args.batch}, {args.threads} threads, per-iteration time from "
           f"{args.iters} vs {2 * args.iters} iterations, median of {args.rounds} interleaved rounds")
-    print(f"{'arch:block':<32} {'variant':<22} {'ms/iter':>8} {'x plain':>8}")
+    print(f"{'arch:block':<32} {'variant':<28} {'ms/iter':>8} {'x plain':>8}")
     for spec in args.units.split(","):
         arch, _, block = spec.partition(":")
         gm = prepared(arch, args.hw, w_bits, a_bits, images)
@@ -141,6 +158,8 @@ def run(args: argparse.Namespace) -> None:
             for i, _ in enumerate(algo.stages(algo.params_type())):
                 name, run = stage_step(gm, method, i, block, images, args.batch)
                 variants[f"{method}:{name}"] = run
+                if args.fused:
+                    variants[f"{method}:{name} fused"] = with_fused(run)
         per_iter: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(args.rounds):
             for name, run in variants.items():
@@ -149,7 +168,7 @@ def run(args: argparse.Namespace) -> None:
         base = statistics.median(per_iter["plain fwd+bwd+Adam"])
         for name, ts in per_iter.items():
             med = statistics.median(ts)
-            print(f"{arch + ':' + block:<32} {name:<22} {1000 * med:8.2f} {med / base:8.2f}")
+            print(f"{arch + ':' + block:<32} {name:<28} {1000 * med:8.2f} {med / base:8.2f}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from bench.quant import fused_lsq
 from bench.quant.fixedpoint import round_float
 
 KERNELS = ("paper", "torch")
@@ -58,19 +59,36 @@ class _LSQ(torch.autograd.Function):
         sb = s.reshape(shape) if ch_axis is not None else s.reshape(())
         zr = torch.floor(z.detach() + 0.5).clamp(qmin, qmax)
         zb = zr.reshape(shape) if ch_axis is not None else zr.reshape(())
-        u = x * sb.reciprocal()
+        # a zero point of 0 (symmetric grids) spares backward the pass v = u + z; read on the CPU only, where it
+        # costs no device synchronisation
+        zero_z = not x.is_cuda and not bool(zr.any())
+        r = sb.reciprocal()
+        key = fused_lsq.variant(x, rounding, zero_z, ctx.needs_input_grad[2], ch_axis)
+        if key is not None:  # one pass; backward recomputes u and the code from x
+            lo, hi = qmin - zb, qmax - zb
+            ctx.save_for_backward(x, r, sb, lo, hi, zb, s, zr)
+            ctx.meta = (qmin, qmax, grad_factor, ch_axis, zero_z, (key, rounding))
+            return fused_lsq.forward(key, x, r, sb, lo, hi, rounding, ch_axis)
+        u = x * r
         code = round_float(u, rounding)
         code = code.clamp_(qmin - zb, qmax - zb)  # the integer code minus the zero point
         ctx.save_for_backward(u, code, s, zr)
-        # a zero point of 0 (symmetric grids) spares backward the pass v = u + z; read on the CPU only, where it
-        # costs no device synchronisation
-        ctx.meta = (qmin, qmax, grad_factor, ch_axis, not x.is_cuda and not bool(zr.any()))
+        ctx.meta = (qmin, qmax, grad_factor, ch_axis, zero_z, None)
         return code * sb
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        qmin, qmax, g, ch_axis, zero_z, fused = ctx.meta
+        if fused is not None:
+            x, r, sb, lo, hi, zb, s, zr = ctx.saved_tensors
+            need_z = ctx.needs_input_grad[2]
+            grads = fused_lsq.backward(fused[0], x, r, sb, lo, hi, zb, qmin, qmax, grad, fused[1], zero_z, need_z,
+                                       ch_axis)
+            dims = [d for d in range(x.dim()) if d != ch_axis]
+            grad_s = grads[1].sum(dim=dims).reshape(s.shape) * g
+            grad_z = grads[2].sum(dim=dims).reshape(zr.shape) * g if need_z else None
+            return grads[0], grad_s, grad_z, None, None, None, None, None
         u, code, s, zr = ctx.saved_tensors
-        qmin, qmax, g, ch_axis, zero_z = ctx.meta
         shape = _shape(u, ch_axis)
         zb = zr.reshape(shape) if ch_axis is not None else zr.reshape(())
         v = u if zero_z else u + zb

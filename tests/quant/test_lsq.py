@@ -1,6 +1,7 @@
 """LSQ fake quantization (``bench.quant.lsq``): the LSQ paper's gradients against the rules written out here, element
 by element, per tensor and per channel, with and without a learned zero point; the band just beyond the clip point
-where PyTorch's fused kernel differs; the fused kernel as an explicit option."""
+where PyTorch's fused kernel differs; the fused kernel as an explicit option. Every test runs twice: with the eager
+kernel and with the fused CPU kernels of ``bench.quant.fused_lsq`` (a cell's ``fused=true``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,17 @@ import math
 import pytest
 import torch
 
+from bench.quant import fused_lsq
 from bench.quant.fake import fake_quantize
 from bench.quant.lsq import lsq_fake_quantize
+from tests.quant.compiler import needs_compiler
+
+
+@pytest.fixture(autouse=True, params=[False, pytest.param(True, marks=needs_compiler)], ids=["eager", "fused"])
+def kernels(request):
+    fused_lsq.set_enabled(request.param)
+    yield request.param
+    fused_lsq.set_enabled(False)
 
 
 def _round(v: float, rounding: str) -> float:

@@ -1,0 +1,135 @@
+"""LSQ's fused CPU kernels (``bench.quant.fused_lsq``): bit for bit the eager kernel (outputs and every gradient) on
+every rounding, axis, shape class and zero-point case, including ties and the bands just outside the grid; the
+fallbacks (no compiler, a probe that disagrees, a non-contiguous input); a cell with ``fused=true`` records the same
+numbers under the same config hash. The eager kernel itself is tested against the paper's rules in test_lsq.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from bench import runner
+from bench.quant import fused_lsq
+from bench.quant.lsq import lsq_fake_quantize
+from tests.quant.compiler import needs_compiler
+
+pytestmark = [pytest.mark.filterwarnings("ignore"), needs_compiler]
+
+
+@pytest.fixture
+def fresh():
+    """Fused kernels off and unprobed before and after the test."""
+    fused_lsq.set_enabled(False)
+    fused_lsq._checked.clear()
+    yield
+    fused_lsq.set_enabled(False)
+    fused_lsq._checked.clear()
+
+
+def _tricky(shape: list[int], s: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Values on ties (k + 1/2 steps), on the grid's ends, in the bands just outside, and random, times the step."""
+    n = torch.Size(shape).numel()
+    k = torch.arange(-11, 11.25, 0.25).repeat(n // 89 + 1)[:n]
+    k = k[torch.randperm(n, generator=gen)] + (torch.rand(n, generator=gen) < 0.3) * torch.randn(n, generator=gen)
+    return k.reshape(shape) * s
+
+
+def _grads(x, s, z, qmin, qmax, g, axis, rounding, fused: bool):
+    fused_lsq.set_enabled(fused)
+    xt, st = x.clone().requires_grad_(True), s.clone().requires_grad_(True)
+    zt = z.clone().requires_grad_(z.requires_grad)
+    y = lsq_fake_quantize(xt, st, zt, qmin, qmax, g, axis, rounding)
+    grad = torch.linspace(-1, 1, y.numel()).reshape(y.shape)
+    y.backward(grad)
+    return y.detach(), xt.grad, st.grad, zt.grad
+
+
+CASES = [  # (x shape, axis, grid, learned / non-zero zero point)
+    ([16, 8, 5, 5], None, (-8, 7), "zero"),  # a signed per-tensor activation
+    ([16, 8, 5, 5], None, (0, 15), "learned"),  # LSQ+ asymmetric activation, learned offset
+    ([8, 3, 3, 3], 0, (-8, 7), "zero"),  # a per-channel conv weight
+    ([12, 1, 3, 3], 0, (-7, 7), "zero"),  # a depthwise weight (size-1 input channels)
+    ([10, 24], 0, (-128, 127), "fixed"),  # a linear weight, non-zero fixed zero point
+    ([4, 6, 5, 5], 1, (0, 255), "learned"),  # per-channel along the activation axis
+    ([7, 1, 1, 9], None, (-2, 1), "zero"),  # 2-bit, size-1 dimensions in the middle
+]
+
+
+@pytest.mark.parametrize("rounding", ["half_even", "half_up", "half_away"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[3]}")
+def test_fused_kernels_are_bit_identical_to_eager(fresh, case, rounding):
+    shape, axis, (qmin, qmax), zcase = case
+    gen = torch.Generator().manual_seed(len(shape) * 31 + (axis or 0))
+    cshape = [shape[axis]] if axis is not None else [1]
+    s = 0.05 + 0.5 * torch.rand(cshape, generator=gen)
+    bshape = [1] * len(shape)
+    if axis is not None:
+        bshape[axis] = -1
+    x = _tricky(shape, s.reshape(bshape) if axis is not None else s, gen)
+    z = torch.zeros(cshape)
+    if zcase != "zero":
+        z = torch.randint(qmin, qmax + 1, cshape, generator=gen).float() + 0.3
+        z.requires_grad_(zcase == "learned")
+    eager = _grads(x, s, z, qmin, qmax, 0.1, axis, rounding, fused=False)
+    fused = _grads(x, s, z, qmin, qmax, 0.1, axis, rounding, fused=True)
+    assert fused_lsq.enabled() and fused_lsq._checked  # the fused path ran (probed, not fallen back)
+    for a, b in zip(eager, fused, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a, b)
+    # and not only equal to eager: the clipped elements get no input gradient, the others all of it
+    assert set(torch.unique(fused[1] / torch.linspace(-1, 1, x.numel()).reshape(x.shape)).tolist()) <= {0.0, 1.0}
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_one_warning(fresh, monkeypatch, caplog):
+    def broken(name, key):
+        raise RuntimeError("CppCompileError: no C++ compiler")
+
+    monkeypatch.setattr(fused_lsq, "_compiled_fn", broken)
+    x, s, z = torch.randn(4, 3, 5, 5), torch.tensor([0.2]), torch.zeros(1)
+    want = _grads(x, s, z, -8, 7, 1.0, None, "half_even", fused=False)
+    with caplog.at_level(logging.WARNING, logger="bench.quant.fused_lsq"):
+        got = _grads(x, s, z, -8, 7, 1.0, None, "half_even", fused=True)
+    assert not fused_lsq.enabled()
+    assert [r.getMessage() for r in caplog.records] == [
+        "fused LSQ kernels unavailable (RuntimeError: CppCompileError: no C++ compiler); eager kernels, same numbers"]
+    assert all(torch.equal(a, b) for a, b in zip(want[:3], got[:3], strict=True))
+
+
+def test_a_probe_that_disagrees_turns_the_kernels_off(fresh, monkeypatch, caplog):
+    monkeypatch.setattr(fused_lsq, "_probe", lambda *a: False)
+    fused_lsq.set_enabled(True)
+    with caplog.at_level(logging.WARNING, logger="bench.quant.fused_lsq"):
+        assert fused_lsq.variant(torch.randn(2, 3), "half_even", True, False, None) is None
+    assert not fused_lsq.enabled() and "differ from the eager formulas" in caplog.text
+
+
+def test_what_the_fused_kernels_do_not_take(fresh):
+    fused_lsq.set_enabled(True)
+    assert fused_lsq.variant(torch.randn(4, 6).t(), "half_even", True, False, None) is None  # non-contiguous
+    assert fused_lsq.variant(torch.randn(4, 6, dtype=torch.float64), "half_even", True, False, None) is None
+    fused_lsq.set_enabled(False)
+    assert fused_lsq.variant(torch.randn(4, 6), "half_even", True, False, None) is None  # off
+    assert not fused_lsq._checked
+
+
+def test_a_cell_with_fused_kernels_records_the_same_numbers(fresh, make_cfg, tmp_path):
+    common = ("data=synthetic", "arch=tiny", "algo=lsq", "hw=tensorrt", "train.steps_per_epoch=6",
+              "baseline.epochs=2", f"cache_dir={tmp_path / 'cache'}", "progress=false")
+    assert runner.cell_hash(make_cfg(*common, "fused=true")) == runner.cell_hash(make_cfg(*common))
+    eager = runner.run(make_cfg(*common, f"runs_dir={tmp_path / 'e'}"), tmp_path / "e" / "cell")
+    assert not fused_lsq._checked
+    fused = runner.run(make_cfg(*common, "fused=true", f"runs_dir={tmp_path / 'f'}"), tmp_path / "f" / "cell")
+    assert fused_lsq._checked  # the cell's quantizers went through the fused kernels
+    assert eager["status"] == fused["status"] == "ok"
+    for k in ("top1", "top5", "init_top1", "config_hash"):
+        assert eager[k] == fused[k], k
+    assert fused["top1"] > 20  # a model that learned something, not two chance-level results
+    curves = []  # the QAT training curve, every field but the epoch's seconds (the first cell also trained the FP32)
+    for d in ("e", "f"):
+        rows = [json.loads(line) for line in (tmp_path / d / "cell" / "metrics.jsonl").read_text().splitlines()]
+        curves.append([{k: v for k, v in r.items() if k != "epoch_s"} for r in rows if r["phase"] == "qat"])
+    assert curves[0] and curves[0] == curves[1]
