@@ -29,6 +29,7 @@ from bench.quant.fixedpoint import round_float
 log = logging.getLogger(__name__)
 
 _enabled = False  # the run's ``fused`` setting (bench.runner); off until a run or a benchmark turns it on
+_failed = False  # a compile failed or a probe disagreed: eager for the rest of the process, whatever is asked
 _checked: dict[tuple, bool] = {}  # variant -> the probe agreed with the eager formulas
 _compiled: dict[tuple, Callable[..., Any]] = {}  # (fwd / bwd, variant) -> compiled function
 _scalars: dict[float, torch.Tensor] = {}
@@ -36,13 +37,18 @@ _scalars: dict[float, torch.Tensor] = {}
 
 def enabled() -> bool:
     """Whether the fused kernels are in use (turned on, and no failure so far in this process)."""
-    return _enabled
+    return _enabled and not _failed
 
 
 def set_enabled(flag: bool) -> None:
     """Turn the fused kernels on or off for this process."""
     global _enabled
     _enabled = bool(flag)
+
+
+def _fail() -> None:
+    global _failed
+    _failed = True  # warned once: later set_enabled(True) calls (one per cell of a forked sweep) do not retry
 
 
 def usable(x: torch.Tensor) -> bool:
@@ -157,11 +163,11 @@ def variant(x: torch.Tensor, rounding: str, zero_z: bool, need_z: bool, ch_axis:
         except Exception as e:  # no compiler, an unsupported platform: eager gives the same numbers
             log.warning("fused LSQ kernels unavailable (%s: %s); eager kernels, same numbers", type(e).__name__,
                         str(e).splitlines()[0] if str(e) else "")
-            set_enabled(False)
+            _fail()
             return None
         if not ok:
             log.warning("fused LSQ kernels differ from the eager formulas on this machine (%s); eager kernels", key)
-            set_enabled(False)
+            _fail()
             return None
         _checked[key] = True
     return key if enabled() else None

@@ -24,9 +24,11 @@ def fresh():
     """Fused kernels off and unprobed before and after the test."""
     fused_lsq.set_enabled(False)
     fused_lsq._checked.clear()
+    fused_lsq._failed = False
     yield
     fused_lsq.set_enabled(False)
     fused_lsq._checked.clear()
+    fused_lsq._failed = False
 
 
 def _tricky(shape: list[int], s: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -94,6 +96,9 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning(fresh, monkeypa
     with caplog.at_level(logging.WARNING, logger="bench.quant.fused_lsq"):
         got = _grads(x, s, z, -8, 7, 1.0, None, "half_even", fused=True)
     assert not fused_lsq.enabled()
+    fused_lsq.set_enabled(True)  # a later cell of the same process asks again: no retry, no second warning
+    assert not fused_lsq.enabled()
+    _grads(x, s, z, -8, 7, 1.0, None, "half_even", fused=True)
     assert [r.getMessage() for r in caplog.records] == [
         "fused LSQ kernels unavailable (RuntimeError: CppCompileError: no C++ compiler); eager kernels, same numbers"]
     assert all(torch.equal(a, b) for a, b in zip(want[:3], got[:3], strict=True))
