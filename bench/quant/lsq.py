@@ -48,7 +48,9 @@ class _LSQ(torch.autograd.Function):
     as few passes as those formulas allow: with a zero point of 0, ``v = u + 0`` is ``u`` and is not computed (the
     comparisons see the same values), and the clipped elements are zeroed in place of multiplying by a float mask
     (the same numbers: ``g * 1 = g``; where ``g * 0`` would give ``-0`` this gives ``+0``, equal values; an inf or
-    NaN gradient on a clipped element gives 0 here, NaN there, in a cell that has diverged either way)."""
+    NaN gradient on a clipped element gives 0 here, NaN there, in a cell that has diverged either way). With
+    ``fused=true`` a contiguous float32 CPU input goes through :mod:`bench.quant.fused_lsq` instead: one pass each
+    way, the same numbers, the input saved for backward in place of ``u`` and the codes."""
 
     @staticmethod
     def forward(  # type: ignore[override]
