@@ -2,8 +2,7 @@
 
 Usage: ``python benchmarks/qat_step_speed.py [--arch resnet18_mini] [--batch 128] [--threads 2] [--steps 15]
 [--rounds 3] [--hw tensorrt] [--device cpu|cuda] [--fused] [--no-torch-ao]``. On ``--device cuda`` every step is
-followed by
-``torch.cuda.synchronize()`` so the clock sees the kernels, not their launch.
+followed by ``torch.cuda.synchronize()`` so the clock sees the kernels, not their launch.
 
 Every variant is the same FP32 model (``--arch`` with fresh weights, BN gammas set to 1 because torch.ao's fused ConvBn
 divides by ``gamma / sigma`` and returns NaN for the zero-initialised last BN of a residual block; random 1x32x32

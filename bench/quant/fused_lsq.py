@@ -48,7 +48,9 @@ def set_enabled(flag: bool) -> None:
 
 def _fail() -> None:
     global _failed
-    _failed = True  # warned once: later set_enabled(True) calls (one per cell of a forked sweep) do not retry
+    # warned once per process: later set_enabled(True) calls (cells run one after another in it) do not retry; the
+    # parallel launcher forks each cell from a server that never probed, so each of its cells probes (and warns) once
+    _failed = True
 
 
 def usable(x: torch.Tensor) -> bool:
@@ -78,6 +80,7 @@ def _bwd(x: torch.Tensor, r: torch.Tensor, sb: torch.Tensor, lo: torch.Tensor, h
 
 
 def _configure() -> None:
+    # process-wide settings of Dynamo / Inductor: nothing else in bench compiles
     import torch._dynamo.config as dcfg
     import torch._inductor.config as icfg
     import torch.fx.experimental._config as fxcfg
@@ -119,31 +122,35 @@ def _canonical(shape: torch.Size, ch_axis: int | None) -> list[int]:
     return [shape[:ch_axis].numel(), shape[ch_axis], shape[ch_axis + 1:].numel()]
 
 
-def _probe(key: tuple, shape: list[int], rounding: str, zero_z: bool, need_z: bool) -> bool:
-    """Compiled against eager on values that hit every branch: ties, codes at the grid's ends, the bands just
-    outside it, random values."""
+def _probe(key: tuple, ones: tuple[bool, ...], rounding: str, zero_z: bool, need_z: bool) -> bool:
+    """Compiled against eager on values that hit every branch: exact ties (steps that are powers of two, so ``u`` is
+    exactly ``k + 1/2``), codes at the grid's ends, the bands just outside it, random values and random steps; long
+    enough along every dimension that is not 1 for the kernels' full-width vector loops as well as their tails."""
     g = torch.Generator().manual_seed(0)
-    n = 1
-    for d in shape:
-        n *= d
-    base = torch.arange(-12, 12.5, 0.25).repeat(n // 97 + 1)[:n]  # ties (k + 1/2), grid ends, clipped bands
-    x = (base + 0.01 * torch.randn(n, generator=g) * (torch.rand(n, generator=g) < 0.5)).reshape(shape) * 0.37
-    grad = torch.randn(shape, generator=g)
+    shape = [1 if one else n for one, n in zip(ones, [3, 7, 113] if len(ones) == 3 else [16 * 97 + 5], strict=True)]
+    n = torch.Size(shape).numel()
+    k = torch.arange(-12, 12.25, 0.25)  # in steps: ties, the grid's ends (-8 / 7 here), the bands around them
+    k = k.repeat(n // len(k) + 1)[:n][torch.randperm(n, generator=g)]
+    k = (k + (torch.rand(n, generator=g) < 0.3) * torch.randn(n, generator=g)).reshape(shape)
     cshape = [1, shape[1], 1] if len(shape) == 3 else []  # the step: 0-dim per tensor, [1, C, 1] per channel
-    s = torch.full(cshape, 0.37) * (1 + 0.1 * torch.rand(cshape, generator=g))
+    pow2 = 2.0 ** torch.randint(-4, 0, cshape, generator=g).float()
     z = torch.zeros(cshape) if zero_z else torch.randint(-3, 4, cshape, generator=g).float()
     qmin, qmax = torch.tensor(-8.0), torch.tensor(7.0)
-    r = s.reciprocal()
-    lo, hi = qmin - z, qmax - z
-    u = x * r
-    code = round_float(u, rounding).clamp(lo, hi)
-    v = u + z
-    clipped = torch.le(v, qmin) | torch.ge(v, qmax)
-    want = (code * s, grad.masked_fill(clipped, 0.0), torch.where(clipped, code, code - u) * grad,
-            grad * torch.where(clipped, -s.expand_as(v), torch.zeros_like(v)))
-    out = _compiled_fn("fwd", key)(x, r, s, lo, hi, rounding)
-    got = (out,) + tuple(_compiled_fn("bwd", key)(x, r, s, lo, hi, z, qmin, qmax, grad, rounding, zero_z, need_z))
-    return all(torch.equal(a, b) for a, b in zip(want, got, strict=False))
+    for s in (pow2, 0.05 + torch.rand(cshape, generator=g)):
+        x, grad = k * s, torch.randn(shape, generator=g)
+        r = s.reciprocal()
+        lo, hi = qmin - z, qmax - z
+        u = x * r
+        code = round_float(u, rounding).clamp(lo, hi)
+        v = u + z
+        clipped = torch.le(v, qmin) | torch.ge(v, qmax)
+        want = (code * s, grad.masked_fill(clipped, 0.0), torch.where(clipped, code, code - u) * grad,
+                grad * torch.where(clipped, -s.expand_as(v), torch.zeros_like(v)))
+        out = _compiled_fn("fwd", key)(x, r, s, lo, hi, rounding)
+        got = (out,) + tuple(_compiled_fn("bwd", key)(x, r, s, lo, hi, z, qmin, qmax, grad, rounding, zero_z, need_z))
+        if not all(torch.equal(a, b) for a, b in zip(want, got, strict=False)):
+            return False
+    return True
 
 
 def variant(x: torch.Tensor, rounding: str, zero_z: bool, need_z: bool, ch_axis: int | None) -> tuple | None:
@@ -157,9 +164,8 @@ def variant(x: torch.Tensor, rounding: str, zero_z: bool, need_z: bool, ch_axis:
     ones = tuple(d == 1 for d in _canonical(x.shape, ch_axis))
     key = (ones, rounding, zero_z, need_z)
     if key not in _checked:
-        shape = [1 if one else 3 + 2 * i for i, one in enumerate(ones)]
         try:
-            ok = _probe(key, shape, rounding, zero_z, need_z)
+            ok = _probe(key, ones, rounding, zero_z, need_z)
         except Exception as e:  # no compiler, an unsupported platform: eager gives the same numbers
             log.warning("fused LSQ kernels unavailable (%s: %s); eager kernels, same numbers", type(e).__name__,
                         str(e).splitlines()[0] if str(e) else "")

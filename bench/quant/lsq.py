@@ -49,8 +49,9 @@ class _LSQ(torch.autograd.Function):
     comparisons see the same values), and the clipped elements are zeroed in place of multiplying by a float mask
     (the same numbers: ``g * 1 = g``; where ``g * 0`` would give ``-0`` this gives ``+0``, equal values; an inf or
     NaN gradient on a clipped element gives 0 here, NaN there, in a cell that has diverged either way). With
-    ``fused=true`` a contiguous float32 CPU input goes through :mod:`bench.quant.fused_lsq` instead: one pass each
-    way, the same numbers, the input saved for backward in place of ``u`` and the codes."""
+    ``fused=true`` a contiguous float32 CPU input goes through :mod:`bench.quant.fused_lsq` instead (backward too,
+    given a contiguous gradient): one pass each way, the same numbers, the input saved for backward in place of ``u``
+    and the codes, so an input modified in place after the call makes backward raise autograd's in-place error."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -65,7 +66,9 @@ class _LSQ(torch.autograd.Function):
         # costs no device synchronisation
         zero_z = not x.is_cuda and not bool(zr.any())
         r = sb.reciprocal()
-        key = fused_lsq.variant(x, rounding, zero_z, ctx.needs_input_grad[2], ch_axis)
+        key = None
+        if s.dtype == z.dtype == torch.float32:  # the probe's dtypes (x's is checked by the variant)
+            key = fused_lsq.variant(x, rounding, zero_z, ctx.needs_input_grad[2], ch_axis)
         if key is not None:  # one pass; backward recomputes u and the code from x
             lo, hi = qmin - zb, qmax - zb
             ctx.save_for_backward(x, r, sb, lo, hi, zb, s, zr)
@@ -83,14 +86,19 @@ class _LSQ(torch.autograd.Function):
         qmin, qmax, g, ch_axis, zero_z, fused = ctx.meta
         if fused is not None:
             x, r, sb, lo, hi, zb, s, zr = ctx.saved_tensors
-            need_z = ctx.needs_input_grad[2]
-            grads = fused_lsq.backward(fused[0], x, r, sb, lo, hi, zb, qmin, qmax, grad, fused[1], zero_z, need_z,
-                                       ch_axis)
-            dims = [d for d in range(x.dim()) if d != ch_axis]
-            grad_s = grads[1].sum(dim=dims).reshape(s.shape) * g
-            grad_z = grads[2].sum(dim=dims).reshape(zr.shape) * g if need_z else None
-            return grads[0], grad_s, grad_z, None, None, None, None, None
-        u, code, s, zr = ctx.saved_tensors
+            if grad.is_contiguous():
+                need_z = ctx.needs_input_grad[2]
+                grads = fused_lsq.backward(fused[0], x, r, sb, lo, hi, zb, qmin, qmax, grad, fused[1], zero_z, need_z,
+                                           ch_axis)
+                dims = [d for d in range(x.dim()) if d != ch_axis]
+                grad_s = grads[1].sum(dim=dims).reshape(s.shape) * g
+                grad_z = grads[2].sum(dim=dims).reshape(zr.shape) * g if need_z else None
+                return grads[0], grad_s, grad_z, None, None, None, None, None
+            # eager products and results follow grad's layout, and their sums its order: the eager route from here
+            u = x * r
+            code = round_float(u, fused[1]).clamp_(lo, hi)
+        else:
+            u, code, s, zr = ctx.saved_tensors
         shape = _shape(u, ch_axis)
         zb = zr.reshape(shape) if ch_axis is not None else zr.reshape(())
         v = u if zero_z else u + zb
@@ -124,4 +132,6 @@ def lsq_fake_quantize(
         return torch._fake_quantize_learnable_per_channel_affine(x, s, z, ch_axis, qmin, qmax, grad_factor)
     if kernel != "paper":
         raise ValueError(f"unknown LSQ kernel {kernel!r}; accepted: {', '.join(KERNELS)}")
+    if ch_axis is not None:
+        ch_axis %= x.dim()  # backward's reduced dimensions are those != ch_axis
     return _LSQ.apply(x, s, z, qmin, qmax, grad_factor, ch_axis, rounding)

@@ -86,6 +86,38 @@ def test_fused_kernels_are_bit_identical_to_eager(fresh, case, rounding):
     assert set(torch.unique(fused[1] / torch.linspace(-1, 1, x.numel()).reshape(x.shape)).tolist()) <= {0.0, 1.0}
 
 
+@pytest.mark.parametrize("axis", [None, 1])
+def test_a_non_contiguous_gradient_gets_the_eager_sums(fresh, axis):
+    # eager's grad * dz follows the gradient's layout and so does the order of its sum: backward takes the eager route
+    gen = torch.Generator().manual_seed(3)
+    s = torch.full([6] if axis == 1 else [1], 0.1)
+    x = _tricky([8, 6, 25, 31], s.reshape(1, -1, 1, 1) if axis == 1 else s, gen)
+    z = torch.full(s.shape, 7.0, requires_grad=True)
+    grad = torch.randn(31, 25, 6, 8, generator=gen).permute(3, 2, 1, 0)  # the shape of x, not contiguous
+    assert grad.shape == x.shape and not grad.is_contiguous()
+    res = []
+    for fused in (False, True):
+        fused_lsq.set_enabled(fused)
+        xt, st, zt = x.clone().requires_grad_(True), s.clone().requires_grad_(True), z.detach().clone().requires_grad_()
+        lsq_fake_quantize(xt, st, zt, 0, 255, 0.1, axis).backward(grad)
+        res.append((xt.grad, st.grad, zt.grad))
+    assert fused_lsq.enabled()
+    for a, b in zip(*res, strict=True):
+        assert torch.equal(a, b) and a.stride() == b.stride()
+
+
+def test_the_probe_catches_a_kernel_that_breaks_ties_differently(fresh, monkeypatch, caplog):
+    def half_up_fwd(x, r, sb, lo, hi, rounding):
+        return torch.clamp(torch.floor(x * r + 0.5), lo, hi) * sb  # what half_even must not do at ties
+
+    monkeypatch.setattr(fused_lsq, "_fwd", half_up_fwd)
+    monkeypatch.setattr(fused_lsq, "_compiled", {})
+    fused_lsq.set_enabled(True)
+    with caplog.at_level(logging.WARNING, logger="bench.quant.fused_lsq"):
+        assert fused_lsq.variant(torch.randn(8, 4), "half_even", True, False, None) is None
+    assert "differ from the eager formulas" in caplog.text
+
+
 def test_a_failing_compiler_falls_back_to_eager_with_one_warning(fresh, monkeypatch, caplog):
     def broken(name, key):
         raise RuntimeError("CppCompileError: no C++ compiler")
@@ -128,7 +160,7 @@ def test_a_cell_with_fused_kernels_records_the_same_numbers(fresh, make_cfg, tmp
     eager = runner.run(make_cfg(*common, f"runs_dir={tmp_path / 'e'}"), tmp_path / "e" / "cell")
     assert not fused_lsq._checked
     fused = runner.run(make_cfg(*common, "fused=true", f"runs_dir={tmp_path / 'f'}"), tmp_path / "f" / "cell")
-    assert fused_lsq._checked  # the cell's quantizers went through the fused kernels
+    assert fused_lsq._checked and fused_lsq.enabled()  # the cell's quantizers went through the fused kernels
     assert eager["status"] == fused["status"] == "ok"
     for k in ("top1", "top5", "init_top1", "config_hash"):
         assert eager[k] == fused[k], k

@@ -20,6 +20,7 @@ from tests.quant.compiler import needs_compiler
 def kernels(request):
     fused_lsq.set_enabled(request.param)
     yield request.param
+    assert fused_lsq.enabled() == request.param  # the fused run did not fall back to eager
     fused_lsq.set_enabled(False)
 
 
