@@ -18,7 +18,10 @@ def test_every_model_is_timed_and_the_int8_ones_run_integer_kernels(tmp_path):
     for b in (1, 2):
         by = {r["model"]: r for r in rows if r["batch"] == b}
         for m, r in by.items():
-            assert r["ms"] > 0 and r["speedup"] == pytest.approx(by["fp32"]["ms"] / r["ms"], rel=1e-2)
+            # `ms` is rounded to 3 decimals and a mini model takes ~0.07 ms: the speedup (from unrounded times) lies
+            # in the interval the rounded times allow, not within a fixed relative tolerance of their ratio
+            f, t, h = by["fp32"]["ms"], r["ms"], 0.0005
+            assert t > 0 and (f - h) / (t + h) - h <= r["speedup"] <= (f + h) / (t - h) + h
             if m == "tvm/qdq":  # the plain QDQ export of a signed grid runs mostly in float: that is what it shows
                 # (its few integer kernels need not rank among the 4 slowest ops that `kernels` lists)
                 assert r["integer_kernels"] >= 1
