@@ -12,7 +12,7 @@ data, 10 classes) trained with the same step
 - each QAT algorithm at W4A4 on ``--hw`` (QIL / APoT on academic, the only profile they run on), prepared and
   calibrated by the harness (BN folding of the profile included);
 - with ``--fused``, LSQ and LSQ+ again with their fused CPU kernels (:mod:`bench.quant.fused_lsq`, ``fused=true``
-  in a cell; compiled, and probed against the eager kernels, during the warm-up steps);
+  in a cell; built once per machine, and probed against the eager kernels, during the warm-up steps);
 - ``torch.ao``: PyTorch's own QAT, ``prepare_qat_fx`` with ``get_default_qat_qconfig_mapping("x86")`` (its default
   fake-quant modules and Conv-BN fusion).
 Variants are timed in interleaved rounds (``--rounds``), so machine noise hits them alike; the median step of each

@@ -140,6 +140,8 @@ def test_wheel_holds_the_package_configs_baselines_and_plugin_only(installed: In
     assert {"bench/site/templates/table.html", "bench/site/static/site.js"} <= site  # bench site's page templates
     code = _files(installed.src, "bench/**/*.py") | _files(installed.src, "hydra_plugins/**/*.py")
     assert "hydra_plugins/bench_launcher/parallel_launcher.py" in code
+    code |= _files(installed.src, "bench/**/*.cpp")  # the fused LSQ kernels' source, built on first use
+    assert "bench/quant/lsq_kernels.cpp" in code
     # exactly these (and the site's templates and static files): no tests, scripts, benchmarks, results; no
     # hydra_plugins/__init__.py (a namespace package shared with the other Hydra plugins, hydra-submitit-launcher's)
     extra, missing = names - dist_info - code - conf - shipped - site, (code | conf | shipped | site) - names

@@ -1,6 +1,6 @@
 """LSQ's fused CPU kernels (``bench.quant.fused_lsq``): bit for bit the eager kernel (outputs and every gradient) on
 every rounding, axis, shape class and zero-point case, including ties and the bands just outside the grid; the
-fallbacks (no compiler, a probe that disagrees, a non-contiguous input); a cell with ``fused=true`` records the same
+fallbacks (a failed build, a probe that disagrees, a non-contiguous input); a cell with ``fused=true`` records the same
 numbers under the same config hash. The eager kernel itself is tested against the paper's rules in test_lsq.py."""
 
 from __future__ import annotations
@@ -107,11 +107,16 @@ def test_a_non_contiguous_gradient_gets_the_eager_sums(fresh, axis):
 
 
 def test_the_probe_catches_a_kernel_that_breaks_ties_differently(fresh, monkeypatch, caplog):
-    def half_up_fwd(x, r, sb, lo, hi, rounding):
-        return torch.clamp(torch.floor(x * r + 0.5), lo, hi) * sb  # what half_even must not do at ties
+    real = fused_lsq._kernels()
 
-    monkeypatch.setattr(fused_lsq, "_fwd", half_up_fwd)
-    monkeypatch.setattr(fused_lsq, "_compiled", {})
+    class HalfUp:  # the real kernels, but forward rounds half up where half to even is asked: differs at ties only
+        bwd = real.bwd
+
+        @staticmethod
+        def fwd(x, r, sb, lo, hi, mode, c, inner):
+            return real.fwd(x, r, sb, lo, hi, fused_lsq.ROUNDINGS["half_up"], c, inner)
+
+    monkeypatch.setattr(fused_lsq, "_kernels", lambda: HalfUp)
     fused_lsq.set_enabled(True)
     with caplog.at_level(logging.WARNING, logger="bench.quant.fused_lsq"):
         assert fused_lsq.variant(torch.randn(8, 4), "half_even", True, False, None) is None
@@ -119,10 +124,10 @@ def test_the_probe_catches_a_kernel_that_breaks_ties_differently(fresh, monkeypa
 
 
 def test_a_failing_compiler_falls_back_to_eager_with_one_warning(fresh, monkeypatch, caplog):
-    def broken(name, key):
-        raise RuntimeError("CppCompileError: no C++ compiler")
+    def broken():
+        raise RuntimeError("Error building extension 'bench_lsq': g++: not found")
 
-    monkeypatch.setattr(fused_lsq, "_compiled_fn", broken)
+    monkeypatch.setattr(fused_lsq, "_kernels", broken)
     x, s, z = torch.randn(4, 3, 5, 5), torch.tensor([0.2]), torch.zeros(1)
     want = _grads(x, s, z, -8, 7, 1.0, None, "half_even", fused=False)
     with caplog.at_level(logging.WARNING, logger="bench.quant.fused_lsq"):
@@ -132,7 +137,8 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning(fresh, monkeypa
     assert not fused_lsq.enabled()
     _grads(x, s, z, -8, 7, 1.0, None, "half_even", fused=True)
     assert [r.getMessage() for r in caplog.records] == [
-        "fused LSQ kernels unavailable (RuntimeError: CppCompileError: no C++ compiler); eager kernels, same numbers"]
+        "fused LSQ kernels unavailable (RuntimeError: Error building extension 'bench_lsq': g++: not found); eager "
+        "kernels, same numbers"]
     assert all(torch.equal(a, b) for a, b in zip(want[:3], got[:3], strict=True))
 
 
