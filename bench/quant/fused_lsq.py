@@ -12,9 +12,9 @@ bands just outside the grid, random values) and falls back to eager, with a warn
 fails (no C++ compiler): numbers never depend on which kernel ran.
 
 The extension is built with ``-march=native`` into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``) under a name that includes a fingerprint of the CPU, so a home directory shared by
-different machines (a cluster) never loads a build for another instruction set. The first build takes about half a
-minute; later processes load it in well under a second.
+``~/.cache/torch_extensions``) under a name that includes a fingerprint of the CPU (and of the flags and the source),
+so a home directory shared by different machines (a cluster) never loads a build for another instruction set. The
+first build takes about half a minute; later processes load it in well under a second.
 """
 
 from __future__ import annotations
@@ -33,7 +33,11 @@ from bench.quant.fixedpoint import round_float
 log = logging.getLogger(__name__)
 
 ROUNDINGS = {"half_even": 0, "half_up": 1, "half_away": 2}  # the kernels' rounding modes (fixedpoint.round_float)
-FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math"]  # no FMA, no reassociation: IEEE per op
+# no FMA, no reassociation: IEEE per op; OpenMP: at::parallel_for uses torch's threads only in an OpenMP build (torch's
+# own libgomp.so.1, already loaded, serves it)
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp"]
+CPU_KEYS = ("vendor_id", "model name", "flags", "Features", "CPU implementer", "CPU architecture", "CPU variant",
+            "CPU part")  # /proc/cpuinfo: what -march=native sees, on x86-64 and on ARM
 SOURCE = Path(__file__).with_name("lsq_kernels.cpp")
 
 _enabled = False  # the run's ``fused`` setting (bench.runner); off until a run or a benchmark turns it on
@@ -65,37 +69,62 @@ def usable(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and enabled()
 
 
-def _cpu_fingerprint() -> str:
-    """A short hash of what ``-march=native`` depends on: the CPU's model and flags (Linux), else the platform."""
+def _fingerprint() -> str:
+    """A short hash of what the build depends on: the CPU (its model and feature flags, for ``-march=native``), the
+    flags and the kernels' source (a source installed over an older one with an older mtime is not taken for built)."""
     try:
         info = Path("/proc/cpuinfo").read_text().splitlines()
-        text = "\n".join(sorted({ln for ln in info if ln.startswith(("model name", "flags", "vendor_id"))}))
+        cpu = "\n".join(sorted({ln for ln in info if ln.split(":")[0].strip() in CPU_KEYS}))
     except OSError:
-        text = platform.processor() + platform.machine()
-    return hashlib.sha256((text + "\n".join(FLAGS)).encode()).hexdigest()[:10]
+        cpu = ""
+    text = "\n".join([platform.machine(), platform.processor(), cpu, *FLAGS, SOURCE.read_text()])
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _ninja_dir() -> str | None:
+    """The folder of the ``ninja`` package's binary, if installed and not already on PATH (torch builds with it)."""
+    try:
+        import ninja
+    except ImportError:
+        return None
+    d = getattr(ninja, "BIN_DIR", "")
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    return d if d and Path(d, "ninja").is_file() and d not in path else None
 
 
 def _kernels() -> Any:
     """The C++ extension, built on first use on this machine (then loaded from torch's extension cache)."""
     global _ext
     if _ext is None:
-        try:  # torch builds with ninja: the pip package's binary, whether or not the venv is on PATH
-            import ninja
-
-            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-        except ImportError:
-            pass
         cpp_log = logging.getLogger("torch.utils.cpp_extension")
-        level = cpp_log.level
+        level, path = cpp_log.level, os.environ.get("PATH")
         cpp_log.setLevel(logging.ERROR)  # its import warns that no CUDA is found: a CPU build needs none
+        ninja_dir = _ninja_dir()
+        if ninja_dir:  # for this build only: the pip package's ninja, whether or not the venv is on PATH
+            os.environ["PATH"] = ninja_dir + (os.pathsep + path if path else "")
         try:
             from torch.utils.cpp_extension import load
 
-            _ext = load(name=f"bench_lsq_{_cpu_fingerprint()}", sources=[str(SOURCE)], extra_cflags=FLAGS,
-                        verbose=False)
+            _ext = load(name=f"bench_lsq_{_fingerprint()}", sources=[str(SOURCE)], extra_cflags=FLAGS,
+                        extra_ldflags=["-fopenmp"], verbose=False)
         finally:
             cpp_log.setLevel(level)
+            if ninja_dir:
+                if path is None:
+                    os.environ.pop("PATH", None)
+                else:
+                    os.environ["PATH"] = path
     return _ext
+
+
+def _reason(msg: str) -> str:
+    """One line saying why a build failed: torch's message starts with ninja's echo of the compile command, the
+    compiler's own error comes later."""
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    for ln in lines:  # a compiler's "...: fatal error: ...", a shell's "c++: not found"
+        if "error:" in ln.lower() or "not found" in ln.lower():
+            return ln[:300]
+    return lines[0][:300] if lines else ""
 
 
 def _dims(shape: torch.Size, ch_axis: int | None) -> tuple[int, int]:
@@ -159,7 +188,7 @@ def variant(x: torch.Tensor, rounding: str, zero_z: bool, need_z: bool, ch_axis:
             ok = _probe(key)
         except Exception as e:  # no compiler, an unsupported platform: eager gives the same numbers
             log.warning("fused LSQ kernels unavailable (%s: %s); eager kernels, same numbers", type(e).__name__,
-                        str(e).splitlines()[0] if str(e) else "")
+                        _reason(str(e)))
             _fail()
             return None
         if not ok:

@@ -1,9 +1,13 @@
 // LSQ fake quantization, forward and backward (before the gradient sums), one pass each over memory.
 // Every element goes through the IEEE operations of bench/quant/lsq.py in the same order; built without
-// floating-point contraction or fast-math, so the results are those of the eager kernels bit for bit.
+// floating-point contraction or fast-math, so the results are those of the eager kernels bit for bit. Built with
+// -fopenmp: at::parallel_for splits the work over torch's intra-op threads only in an OpenMP build.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cmath>
+#include <limits>
+#include <mutex>
+#include <set>
 
 namespace {
 
@@ -19,9 +23,13 @@ inline float rnd(float u) {
   }
 }
 
-inline float clampf(float c, float lo, float hi) { return std::min(std::max(c, lo), hi); }
+// torch.clamp(c, lo, hi) with tensor bounds: max, then min; a NaN bound gives NaN (as eager), a NaN c stays NaN
+inline float clampf(float c, float lo, float hi) {
+  if (lo != lo || hi != hi) return std::numeric_limits<float>::quiet_NaN();
+  return std::min(std::max(c, lo), hi);
+}
 
-// f(begin, end, channel) over runs of one channel of a [outer, C, inner] tensor, split across threads
+// f(begin, end, channel) over runs of one channel of a [outer, C, inner] tensor, split across torch's threads
 template <class F>
 void runs(int64_t n, int64_t C, int64_t inner, const F& f) {
   at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
@@ -112,9 +120,23 @@ std::vector<torch::Tensor> bwd(torch::Tensor x, torch::Tensor grad, torch::Tenso
   return {gx, ps};
 }
 
+// how many threads at::parallel_for uses for a large range (1 unless the extension was built with OpenMP)
+int64_t threads() {
+  std::mutex mu;
+  std::set<int> ids;
+  at::parallel_for(0, 1 << 20, 1, [&](int64_t, int64_t) {
+    std::lock_guard<std::mutex> lock(mu);
+    ids.insert(at::get_thread_num());
+  });
+  return static_cast<int64_t>(ids.size());
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("fwd", &fwd, "LSQ forward: clamp(round(x * r), lo, hi) * sb");
-  m.def("bwd", &bwd, "LSQ backward before the sums: grad_x, ds * grad[, grad * dz]");
+  // the GIL is released while the kernels run, as eager ops do
+  m.def("fwd", &fwd, "LSQ forward: clamp(round(x * r), lo, hi) * sb", py::call_guard<py::gil_scoped_release>());
+  m.def("bwd", &bwd, "LSQ backward before the sums: grad_x, ds * grad[, grad * dz]",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("threads", &threads, "threads at::parallel_for splits a large range over");
 }

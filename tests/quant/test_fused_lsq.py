@@ -57,6 +57,7 @@ CASES = [  # (x shape, axis, grid, learned / non-zero zero point)
     ([10, 24], 0, (-128, 127), "fixed"),  # a linear weight, non-zero fixed zero point
     ([4, 6, 5, 5], 1, (0, 255), "learned"),  # per-channel along the activation axis
     ([7, 1, 1, 9], None, (-2, 1), "zero"),  # 2-bit, size-1 dimensions in the middle
+    ([3, 5, 8], -1, (-8, 7), "learned"),  # per-channel along the last axis: runs of one element
 ]
 
 
@@ -124,8 +125,10 @@ def test_the_probe_catches_a_kernel_that_breaks_ties_differently(fresh, monkeypa
 
 
 def test_a_failing_compiler_falls_back_to_eager_with_one_warning(fresh, monkeypatch, caplog):
-    def broken():
-        raise RuntimeError("Error building extension 'bench_lsq': g++: not found")
+    def broken():  # torch's message: ninja's echo of the command first, the reason later
+        raise RuntimeError("Error building extension 'bench_lsq_0123':\n[1/2] c++ -MMD -MF lsq_kernels.o.d -O3 -c "
+                           "lsq_kernels.cpp -o lsq_kernels.o\nFAILED: lsq_kernels.o\n/bin/sh: 1: c++: not found\n"
+                           "ninja: build stopped: subcommand failed.")
 
     monkeypatch.setattr(fused_lsq, "_kernels", broken)
     x, s, z = torch.randn(4, 3, 5, 5), torch.tensor([0.2]), torch.zeros(1)
@@ -137,9 +140,36 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning(fresh, monkeypa
     assert not fused_lsq.enabled()
     _grads(x, s, z, -8, 7, 1.0, None, "half_even", fused=True)
     assert [r.getMessage() for r in caplog.records] == [
-        "fused LSQ kernels unavailable (RuntimeError: Error building extension 'bench_lsq': g++: not found); eager "
-        "kernels, same numbers"]
+        "fused LSQ kernels unavailable (RuntimeError: /bin/sh: 1: c++: not found); eager kernels, same numbers"]
     assert all(torch.equal(a, b) for a, b in zip(want[:3], got[:3], strict=True))
+
+
+def test_a_nan_zero_point_gives_the_eager_nans(fresh):
+    # a learned zero point gone NaN: eager's clamp to NaN bounds gives NaN codes (the cell ends "nc"), so must fused
+    x, s = torch.randn(4, 3, 5, 5), torch.tensor([0.2])
+    z = torch.tensor([float("nan")], requires_grad=True)
+    eager = _grads(x, s, z, 0, 15, 1.0, None, "half_even", fused=False)
+    fused = _grads(x, s, z, 0, 15, 1.0, None, "half_even", fused=True)
+    assert fused_lsq.enabled() and fused_lsq._checked
+    assert torch.isnan(fused[0]).all()
+    for a, b in zip(eager, fused, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+def test_the_kernels_use_torchs_threads(fresh):
+    # built with OpenMP: at::parallel_for splits a large tensor over torch's intra-op threads (serial otherwise)
+    fused_lsq.set_enabled(True)
+    x = torch.randn(64, 1 << 14)
+    key = fused_lsq.variant(x, "half_even", True, False, None)
+    one = torch.ones(())
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert fused_lsq._kernels().threads() == 2
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(fused_lsq.forward(key, x, one / 0.1, one * 0.1, one * -8, one * 7, "half_even", None),
+                       torch.round(x * (one / 0.1)).clamp(-8, 7) * (one * 0.1))
 
 
 def test_a_probe_that_disagrees_turns_the_kernels_off(fresh, monkeypatch, caplog):
