@@ -166,8 +166,8 @@ def _probe(key: tuple) -> bool:
             clipped = torch.le(v, qmin) | torch.ge(v, qmax)
             want = (code * s, grad.masked_fill(clipped, 0.0), torch.where(clipped, code, code - u) * grad,
                     grad * torch.where(clipped, -s.expand_as(v), torch.zeros_like(v)))
-            got = (forward(key, x, r, s, lo, hi, rounding, ch_axis),
-                   *backward(key, x, r, s, lo, hi, z, qmin, qmax, grad, rounding, zero_z, need_z, ch_axis))
+            got = (forward(x, r, s, lo, hi, rounding, ch_axis),
+                   *backward(x, r, s, lo, hi, z, qmin, qmax, grad, rounding, zero_z, need_z, ch_axis))
             if len(got) != 3 + need_z or not all(torch.equal(a, b) for a, b in zip(want, got, strict=False)):
                 return False
     return True
@@ -199,18 +199,18 @@ def variant(x: torch.Tensor, rounding: str, zero_z: bool, need_z: bool, ch_axis:
     return key if enabled() else None
 
 
-def forward(key: tuple, x: torch.Tensor, r: torch.Tensor, sb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+def forward(x: torch.Tensor, r: torch.Tensor, sb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
             rounding: str, ch_axis: int | None) -> torch.Tensor:
-    """``clamp(round(x * r), lo, hi) * sb`` in one pass, shaped as ``x``, for a ``key`` from :func:`variant`."""
+    """``clamp(round(x * r), lo, hi) * sb`` in one pass, shaped as ``x`` (a variant :func:`variant` accepted)."""
     c, inner = _dims(x.shape, ch_axis)
     return _kernels().fwd(x.detach(), _flat(r), _flat(sb), _flat(lo), _flat(hi), ROUNDINGS[rounding], c, inner)
 
 
-def backward(key: tuple, x: torch.Tensor, r: torch.Tensor, sb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+def backward(x: torch.Tensor, r: torch.Tensor, sb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
              zb: torch.Tensor, qmin: int, qmax: int, grad: torch.Tensor, rounding: str, zero_z: bool,
              need_z: bool, ch_axis: int | None) -> tuple[torch.Tensor, ...]:
-    """``(grad_x, ds * grad[, grad * dz])`` of LSQ's backward in one pass, shaped as ``x``, for the ``key`` its
-    forward used (``grad`` contiguous)."""
+    """``(grad_x, ds * grad[, grad * dz])`` of LSQ's backward in one pass, shaped as ``x``, for a
+    variant :func:`variant` accepted (``grad`` contiguous)."""
     c, inner = _dims(x.shape, ch_axis)
     return tuple(_kernels().bwd(x.detach(), grad.detach(), _flat(r), _flat(sb), _flat(lo), _flat(hi), _flat(zb),
                                 float(qmin), float(qmax), ROUNDINGS[rounding], zero_z, need_z, c, inner))

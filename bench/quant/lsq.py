@@ -73,7 +73,7 @@ class _LSQ(torch.autograd.Function):
             lo, hi = qmin - zb, qmax - zb
             ctx.save_for_backward(x, r, sb, lo, hi, zb, s, zr)
             ctx.meta = (qmin, qmax, grad_factor, ch_axis, zero_z, (key, rounding))
-            return fused_lsq.forward(key, x, r, sb, lo, hi, rounding, ch_axis)
+            return fused_lsq.forward(x, r, sb, lo, hi, rounding, ch_axis)
         u = x * r
         code = round_float(u, rounding)
         code = code.clamp_(qmin - zb, qmax - zb)  # the integer code minus the zero point
@@ -88,7 +88,7 @@ class _LSQ(torch.autograd.Function):
             x, r, sb, lo, hi, zb, s, zr = ctx.saved_tensors
             if grad.is_contiguous():
                 need_z = ctx.needs_input_grad[2]
-                grads = fused_lsq.backward(fused[0], x, r, sb, lo, hi, zb, qmin, qmax, grad, fused[1], zero_z, need_z,
+                grads = fused_lsq.backward(x, r, sb, lo, hi, zb, qmin, qmax, grad, fused[1], zero_z, need_z,
                                            ch_axis)
                 dims = [d for d in range(x.dim()) if d != ch_axis]
                 grad_s = grads[1].sum(dim=dims).reshape(s.shape) * g
