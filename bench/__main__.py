@@ -16,6 +16,8 @@ VERBS = {
                   "turn result records (runs/) into the benchmark tables and plots (results/<track>/)"),
     "site": ("bench.cli.site", "a static site of a results folder: sortable tables, a page per record (site/)"),
     "audit": ("bench.cli.audit", "re-run committed cells at the current commit and compare with their numbers"),
+    "restore": ("bench.cli.restore",
+                "put the committed records of a results folder back into a runs folder (resume a regeneration)"),
 }
 
 USAGE = "usage: python -m bench <verb> [args]   (python -m bench <verb> --help for each verb)"

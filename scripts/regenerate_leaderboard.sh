@@ -7,7 +7,8 @@
 # resnet18_mini and mobilenetv2_mini rows, then on the other archs (every mini cell takes under ~2 minutes, so every
 # cell gets SEEDS seeds), then the deployment checks (scripts/deploy_report.sh: integer execution and ONNX of Table 7's
 # QAT cells and of PTQ W8A8/W4A4, the latency table). Resumable: cells already recorded under $RUNS are skipped
-# (config_hash), so an interrupted regeneration picks up where it stopped.
+# (config_hash), so an interrupted regeneration picks up where it stopped. On another machine, first put the committed
+# (partial) records back: `python -m bench restore runs=$RUNS results=$OUT`, then run this script.
 # Environment: RUNS (runs/leaderboard), DEPLOY_RUNS (${RUNS}_deploy), LAUNCHER (parallel | local | slurm), JOBS (cells
 # at once with the parallel launcher, 2), THREADS (torch threads per cell; default cores / JOBS), SEEDS (3), DEPLOY
 # (1: run scripts/deploy_report.sh), LATENCY (1: measure the latency table; 0: keep $OUT's), OUT

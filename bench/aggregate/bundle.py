@@ -5,12 +5,19 @@ training curve, quantizer ranges or deployment check. One JSON line per deduplic
 ``cells.csv``, in its order), keyed by ``config_hash``:
 
 - ``config``: the record's config (``result.json``);
-- ``curve``: the rows of its ``metrics.jsonl``, at most :data:`CURVE_ROWS` (:func:`downsample`);
+- ``curve``: the rows of its ``metrics.jsonl``, at most :data:`CURVE_ROWS` (:func:`downsample`), not rounded;
 - ``quantizers``: per quantizer of its ``qparams.json`` a summary, no per-channel arrays (:func:`summarize_qparams`);
-- ``deploy`` / ``onnx``: its ``extra.deploy`` / ``extra.onnx`` as recorded.
+- ``deploy`` / ``onnx``: its ``extra.deploy`` / ``extra.onnx`` as recorded;
+- ``record``: the whole ``result.json`` but its config, **not rounded**, and ``overrides``: the Hydra overrides it was
+  launched with (``.hydra/overrides.yaml``): with ``config`` and ``curve`` they make the record whole again, so
+  ``python -m bench restore`` can put the committed records back into a runs folder on another machine (a
+  regeneration that spans machines resumes instead of re-running them);
+- ``restored``: for a record that came back that way, where from and what the committed results did not hold.
 
 A missing or unreadable file gives None for its part. The bytes are deterministic (sorted keys, compact separators,
-floats rounded to :data:`DIGITS` significant digits, gzip without a timestamp): the same records give the same file.
+floats rounded to :data:`DIGITS` significant digits but in ``record`` and ``curve``, gzip without a timestamp): the
+same records give the same file. A restored run folder has no ``qparams.json``: its quantizer summary comes from
+its ``restored.json``.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ from typing import Any
 
 import pandas as pd
 
+from bench.aggregate.records import launch_overrides
 from bench.results import write_atomic
 
 BUNDLE_NAME = "records.jsonl.gz"
+RESTORED_NAME = "restored.json"  # beside the result.json of a record put back by ``bench restore``
 CURVE_ROWS = 200  # at most this many metrics rows per record
 DIGITS = 6  # significant digits of every float
 
@@ -135,9 +144,9 @@ def rounded(obj: Any, digits: int = DIGITS) -> Any:
 def entry(config_hash: str, result_path: str | Path) -> dict[str, Any]:
     """The bundle line of one record, read from its run folder (``result_path``: its result.json)."""
     path = Path(result_path)
+    parts = ("config", "curve", "quantizers", "deploy", "onnx", "record", "overrides", "restored")
     if not path.name:  # no result.json to read beside
-        return {"config_hash": config_hash, "config": None, "curve": None, "quantizers": None, "deploy": None,
-                "onnx": None}
+        return {"config_hash": config_hash, **dict.fromkeys(parts)}
     rec = read_json(path)
     rec = rec if isinstance(rec, dict) else {}
     extra = rec.get("extra") if isinstance(rec.get("extra"), Mapping) else {}
@@ -145,15 +154,32 @@ def entry(config_hash: str, result_path: str | Path) -> dict[str, Any]:
     curve = read_jsonl(path.with_name("metrics.jsonl"))
     qname = extra.get("qparams_json")
     qname = qname if isinstance(qname, str) and qname and Path(qname).name == qname else "qparams.json"
+    restored = read_json(path.with_name(RESTORED_NAME))
+    restored = restored if isinstance(restored, dict) else None
+    quantizers = summarize_qparams(read_json(path.with_name(qname)))
+    if quantizers is None and restored is not None:  # a restored record: its summary as committed
+        quantizers = restored.get("quantizers")
     return {"config_hash": config_hash, "config": config if isinstance(config, Mapping) else None,
             "curve": downsample(curve) if curve is not None else None,
-            "quantizers": summarize_qparams(read_json(path.with_name(qname))),
-            "deploy": extra.get("deploy"), "onnx": extra.get("onnx")}
+            "quantizers": quantizers,
+            "deploy": extra.get("deploy"), "onnx": extra.get("onnx"),
+            "record": {k: v for k, v in rec.items() if k != "config"} or None,
+            "overrides": _overrides(path),
+            "restored": {k: v for k, v in restored.items() if k != "quantizers"} if restored is not None else None}
 
 
-def dumps(obj: Any) -> str:
-    """One deterministic JSON line (floats rounded, sorted keys, compact separators)."""
-    return json.dumps(rounded(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+def _overrides(result_path: Path) -> list[str] | None:
+    """The launch overrides beside a result.json (``.hydra/overrides.yaml``) as a list, or None."""
+    text = launch_overrides(result_path)
+    return json.loads(text) if text is not None else None
+
+
+def dumps(obj: Any, exact: tuple[str, ...] = ("record", "curve")) -> str:
+    """One deterministic JSON line (floats rounded but in the keys ``exact``, sorted keys, compact separators)."""
+    out = rounded({k: v for k, v in obj.items() if k not in exact}) if isinstance(obj, Mapping) else rounded(obj)
+    if isinstance(obj, Mapping):
+        out.update({k: obj[k] for k in exact if k in obj})
+    return json.dumps(out, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def write_bundle(recs: pd.DataFrame, out_dir: Path) -> Path:

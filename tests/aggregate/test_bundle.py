@@ -122,6 +122,9 @@ def test_aggregate_writes_one_line_per_record_of_cells_csv(tmp_path: Path, write
     assert e["quantizers"]["act_fq"]["range"] == {"min": -0.3, "max": 1.2}  # rounded to 6 significant digits
     assert e["deploy"] == {"status": "ok", "int_top1": 87.9123, "rounding": "half_up"}  # 6 significant digits
     assert e["onnx"]["ort_variant"] == {"ort_top1": 87.5}
+    # the whole record but its config, not rounded: the committed results can give it back (bench restore)
+    assert e["record"] == {k: v for k, v in rec.items() if k != "config"}
+    assert e["record"]["extra"]["deploy"]["int_top1"] == 87.91234567 and e["restored"] is None
     for name, p in (("bare", bare), ("broken", broken)):
         e = by_path[str(p)]
         assert e["config"] == json.loads(p.read_text())["config"], name
@@ -138,7 +141,8 @@ def test_missing_or_corrupt_result_json_gives_none_parts(tmp_path: Path) -> None
     assert [e["config_hash"] for e in lines] == ["a", "b", "c"]
     for e in lines:
         assert {k: v for k, v in e.items() if k != "config_hash"} == {
-            "config": None, "curve": None, "quantizers": None, "deploy": None, "onnx": None}
+            "config": None, "curve": None, "quantizers": None, "deploy": None, "onnx": None, "record": None,
+            "overrides": None, "restored": None}
 
 
 def test_identical_bytes_on_two_writes(tmp_path: Path, write_rec) -> None:
