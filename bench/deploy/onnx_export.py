@@ -19,6 +19,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from bench.engine import distributed
 from bench.errors import BenchError
 from bench.quant.insert import TiedRequant, convert_folded
 from bench.quant.qmodules import QuantConv2d, QuantConvBn2d, QuantLinear
@@ -155,7 +156,8 @@ def export_onnx(gm: fx.GraphModule, example: Tensor, path: str | Path) -> dict[s
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = export_form(gm)
+    model = export_form(gm).cpu()  # a copy: exported on the CPU (the same initializers) wherever the model runs
+    example = example.detach().cpu()
     write_atomic(path, lambda tmp: torchscript_export(model, example, tmp))
     params = qparams_json(gm)
     side = path.with_suffix(".qparams.json")
@@ -210,12 +212,13 @@ def ort_check(gm: fx.GraphModule, path: str | Path, loader: Any, max_batches: in
     fused integer kernels (QLinearConv & co.), not in the exported graph."""
     sess, ref = ort_session(path, threads), ort_session(path, threads, optimize=False)
     gm.eval()
+    dev = distributed.current().device  # where the fake-quant model runs; onnxruntime gets the batch on the CPU
     n = fake_hit = ort_hit = float_hit = agree = 0
     max_diff = 0.0
     for i, (x, y) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
-        fake = gm(x)
+        fake = gm(x.to(dev))
         feed = {"input": x.cpu().numpy()}
         out = torch.from_numpy(sess.run(None, feed)[0])
         emulated = torch.from_numpy(ref.run(None, feed)[0])

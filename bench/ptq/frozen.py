@@ -22,6 +22,7 @@ class FrozenWeightQuantizer(FakeQuantize):
     def __init__(self, source: FakeQuantize, int_repr: torch.Tensor, scale: torch.Tensor,
                  zero_point: torch.Tensor | None = None, in_scale: torch.Tensor | None = None) -> None:
         super().__init__(source.spec, source.kind, None)
+        self.to(scale.device)  # the buffers of a new module are on the CPU; the model may be on CUDA
         self.signed = source.signed
         zp = torch.zeros_like(scale, dtype=torch.int32) if zero_point is None else zero_point
         self.set_qparams(scale, zp)

@@ -69,6 +69,7 @@ class IOSOQuantizer(AdaRoundQuantizer):
         # zero logits: equal probabilities, gamma^y = mean of the group values (= 1 for the paper's values)
         self.group_logits = nn.Parameter(torch.zeros(in_channels, len(group_values))) if isg else None
         self.hard_groups = False
+        self.to(weight.device)  # the new parameters and buffers are on the CPU; the model may be on CUDA
 
     def in_scale(self) -> torch.Tensor | None:
         """``gamma^y`` per input channel (eq. 9; the argmax group once hardened)."""

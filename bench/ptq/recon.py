@@ -106,6 +106,7 @@ class ReconActQuantizer(FakeQuantize):
 
     def __init__(self, source: FakeQuantize) -> None:
         super().__init__(source.spec, "act", None)
+        self.to(source.scale.device)  # the buffers of a new module are on the CPU; the model may be on CUDA
         if source.ch_axis is not None:
             raise ValueError("learned step sizes are per-tensor (every profile quantizes activations per tensor)")
         self.signed = source.signed
@@ -282,7 +283,9 @@ def _reconstruct_unit(
                 idx = torch.randint(0, n, (min(settings.batch_size, n),), generator=gen)
                 x = x_q[idx]
                 if stage.drop_prob > 0:
-                    x = torch.where(torch.rand(x.shape, generator=gen) < stage.drop_prob, x_fp[idx], x)
+                    # drawn from the seeded CPU generator (the same masks on every device), then moved to the data
+                    keep = torch.rand(x.shape, generator=gen).to(x.device) < stage.drop_prob
+                    x = torch.where(keep, x_fp[idx], x)
                 for _, _, lq in learned_acts:
                     lq.drop_prob = stage.drop_prob
                 out = sub(x)

@@ -43,6 +43,7 @@ class AdaRoundQuantizer(FakeQuantize):
 
     def __init__(self, source: FakeQuantize, weight: torch.Tensor) -> None:
         super().__init__(source.spec, source.kind, None)
+        self.to(source.scale.device)  # the buffers of a new module are on the CPU; the model may be on CUDA
         self.signed = source.signed
         self.set_qparams(source.scale, source.zero_point)
         self.soft = True

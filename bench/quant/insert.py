@@ -110,7 +110,8 @@ class TiedRequant(nn.Module):
         s, z = src.grid()
         s, z = s.reshape(()).float(), z.reshape(()).float()
         sums = torch.round(x.detach() * s.reciprocal() * n)  # exact: the pooled value is s * sum / N
-        q = requantize(sums, torch.tensor(1.0 / n, dtype=torch.float64), self.mode(n), src.spec.rounding)
+        mult = torch.tensor(1.0 / n, dtype=torch.float64, device=x.device)  # on the input's device: CUDA too
+        q = requantize(sums, mult, self.mode(n), src.spec.rounding)
         q = q.to(x.dtype) + z
         out = (q.clamp(qmin, qmax) - z) * s
         if not x.requires_grad:

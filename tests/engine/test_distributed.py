@@ -36,6 +36,23 @@ def test_single_process_is_a_no_op():
     distributed.teardown()
 
 
+def test_cuda_runs_full_float32(monkeypatch):
+    """On a GPU, convolutions and matmuls in IEEE float32, not TF32 (the fake-quant model must compute what the
+    integer target computes); the CPU leaves the flags alone. Flags only: no GPU needed."""
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        distributed.setup("cpu", "auto", environ={})
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        ctx = distributed.setup("cuda", "auto", environ={})
+        assert ctx.device.type == "cuda"
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+        distributed.teardown()
+
+
 def test_detects_torchrun_and_slurm_steps():
     env = detect({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "MASTER_ADDR": "n1", "MASTER_PORT": "1234"})
     assert env is not None and (env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port) == (
