@@ -96,9 +96,12 @@ def restore(results: str | Path, runs_dir: str | Path) -> Restored:
             present.append(h)
             continue
         if isinstance(line.get("record"), dict):
-            rec, missing = {**line["record"], "config": line["config"]}, []
+            # a record restored before keeps what it lacked then (a record rebuilt from cells.csv stays one)
+            prior = line.get("restored") if isinstance(line.get("restored"), dict) else {}
+            rec = {**line["record"], "config": line["config"]}
+            source, missing = str(prior.get("source") or "record"), [str(m) for m in prior.get("missing") or []]
         else:
-            rec, missing = record_from_row(row, line), list(LEGACY_MISSING)
+            rec, source, missing = record_from_row(row, line), "cells.csv", list(LEGACY_MISSING)
         if rec.get("config_hash") != h:
             skipped.append((h, f"its record says config_hash {rec.get('config_hash')!r}"))
             continue
@@ -109,29 +112,30 @@ def restore(results: str | Path, runs_dir: str | Path) -> Restored:
                              "ResultRecord does not know; restore it with the commit that wrote it")
         name = f"{h}_{Path(row.get('path') or '').parent.name}".rstrip("_")
         folder = runs / str(rec.get("track") or "unknown") / RESTORED_DIR / name
-        _write_folder(folder, row, line, missing, results, sha)
+        _write_folder(folder, row, line, (source, missing), results, sha)
         write_record_once(ResultRecord(**rec), folder, runs)
         written.append(folder / "result.json")
         recorded.add((h, rec["status"]))
     return Restored(written, present, skipped)
 
 
-def _write_folder(folder: Path, row: dict[str, str], line: dict, missing: list[str], results: str | Path,
+def _write_folder(folder: Path, row: dict[str, str], line: dict, origin: tuple[str, list[str]], results: str | Path,
                   sha: str) -> None:
     """The files beside a restored result.json (written before it: a record is only ever seen complete)."""
     import yaml
 
     if isinstance(line.get("curve"), list):
-        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in line["curve"])
+        text = "".join(json.dumps(r) + "\n" for r in line["curve"])
         _write_text(folder / "metrics.jsonl", text)
     overrides = line.get("overrides")
     if not isinstance(overrides, list) and row.get("overrides"):
         overrides = json.loads(row["overrides"])
     if isinstance(overrides, list):
         _write_text(folder / ".hydra" / "overrides.yaml", yaml.safe_dump([str(o) for o in overrides]))
+    prior = line.get("restored") if isinstance(line.get("restored"), dict) else {}
     write_json_atomic(folder / RESTORED_NAME, {
-        "from": str(results), "original_path": row.get("path"), "restored_by": sha,
-        "source": "record" if not missing else "cells.csv", "missing": missing,
+        "from": str(results), "original_path": prior.get("original_path") or row.get("path"), "restored_by": sha,
+        "source": origin[0], "missing": origin[1],
         "quantizers": line.get("quantizers")})
 
 

@@ -128,6 +128,12 @@ def test_results_without_whole_records_restore_from_cells_csv(tmp_path: Path, ru
     assert run_bench("aggregate", f"runs={fresh}", f"out={again}", tmp_path=tmp_path).returncode == 0
     _same_rows(results, again)
     assert _tables(again) == _tables(results)
+    # restored once more from those results, a rebuilt record still says so
+    third = tmp_path / "third"
+    assert run_bench("restore", f"results={again}", f"runs={third}", tmp_path=tmp_path).returncode == 0
+    metas = [json.loads(f.read_text()) for f in third.rglob("restored.json")]
+    assert len(metas) == 2 and all(m["source"] == "cells.csv" and "versions" in m["missing"] for m in metas)
+    assert {m["original_path"] for m in metas} == set(pd.read_csv(results / "cells.csv")["path"])
 
 
 def test_restore_bad_arguments(tmp_path: Path, run_bench) -> None:
