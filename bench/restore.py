@@ -12,11 +12,11 @@ fields the committed results did not hold, the quantizer summary). Nothing is ov
 already recorded under ``runs_dir`` is left out.
 
 Results aggregated before the bundle carried ``record`` give a record rebuilt from the row of ``cells.csv`` and the
-line's config: every field the aggregator reads (the table fields, accuracies, wall time, times, commit, thread
-count, deployment checks) as committed, the status as the tables gave it (a QAT run trained to chance is ``nc``),
-``kind`` / ``num_classes`` / ``labels`` / ``order`` from the registries and the profile's config as the runner
-writes them; ``versions``, ``data_fingerprint``, ``baseline`` and the rest of ``extra`` are not in those results
-and are left empty (``restored.json`` names them).
+line's config: the table fields, accuracies and wall time (to the 4 decimals of cells.csv), times, commit, thread
+count and deployment checks as committed, the status as the tables gave it (a QAT run trained to chance is ``nc``),
+``kind`` / ``num_classes`` / ``labels`` / ``order`` from today's registries and the profile's config as the runner
+writes them; ``versions``, ``data_fingerprint``, ``baseline`` and the rest of ``extra`` (the advanced-PTQ table's
+cost columns among them) are not in those results and are left empty (``restored.json`` names them).
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ from bench.aggregate.bundle import BUNDLE_NAME, RESTORED_NAME, read_bundle
 from bench.errors import BenchError
 from bench.results import (
     FINAL,
+    RECORD_NAME,
     SCHEMA_VERSION,
     STATUSES,
     ResultRecord,
+    config_hash,
     git_sha,
     iter_records,
     write_atomic,
@@ -44,7 +46,13 @@ from bench.results import (
 
 RESTORED_DIR = "restored"
 # what a record rebuilt from cells.csv lacks (results aggregated before the bundle carried the whole record)
-LEGACY_MISSING = ("versions", "data_fingerprint", "baseline", "extra (but launch.torch_threads, deploy, onnx)")
+LEGACY_MISSING = (
+    "versions", "data_fingerprint", "baseline",
+    "extra (but launch.torch_threads, deploy, onnx): e.g. recon_s, bitsplit_s, ioso_* and recon.preset, the cost "
+    "columns of the advanced-PTQ table",
+    "digits: top1, top5, init_top1, fp32_top1 and wall_s as cells.csv writes them (4 decimals), deploy and onnx "
+    "to 6 significant digits",
+)
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,11 @@ def read_results(results: str | Path) -> tuple[list[dict[str, str]], dict[str, d
                              "aggregate`")
     with (root / "cells.csv").open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return rows, read_bundle(root / BUNDLE_NAME)
+    bundle = read_bundle(root / BUNDLE_NAME)
+    if rows and not bundle:
+        raise BenchError(f"{root / BUNDLE_NAME} is unreadable or empty while cells.csv lists {len(rows)} records; "
+                         "accepted: the bundle `python -m bench aggregate` wrote beside it")
+    return rows, bundle
 
 
 def restore(results: str | Path, runs_dir: str | Path) -> Restored:
@@ -84,39 +96,63 @@ def restore(results: str | Path, runs_dir: str | Path) -> Restored:
     recorded = {(r.get("config_hash"), r.get("status")) for _, r in iter_records(runs)}  # one scan, not one per row
     for row in rows:
         h = row.get("config_hash") or ""
-        line = bundle.get(h)
         if not h or row.get("status") not in STATUSES:
             skipped.append((h, f"status {row.get('status')!r} is not one of {', '.join(STATUSES)}"))
-            continue
-        if line is None or not isinstance(line.get("config"), dict):
-            skipped.append((h, f"no config for it in {BUNDLE_NAME}"))
             continue
         statuses = FINAL if row["status"] in FINAL else STATUSES
         if any((h, s) in recorded for s in statuses):
             present.append(h)
             continue
-        if isinstance(line.get("record"), dict):
-            # a record restored before keeps what it lacked then (a record rebuilt from cells.csv stays one)
-            prior = line.get("restored") if isinstance(line.get("restored"), dict) else {}
-            rec = {**line["record"], "config": line["config"]}
-            source, missing = str(prior.get("source") or "record"), [str(m) for m in prior.get("missing") or []]
-        else:
-            rec, source, missing = record_from_row(row, line), "cells.csv", list(LEGACY_MISSING)
-        if rec.get("config_hash") != h:
-            skipped.append((h, f"its record says config_hash {rec.get('config_hash')!r}"))
+        made = _record_of(row, bundle.get(h), results)
+        if isinstance(made, str):
+            skipped.append((h, made))
             continue
-        known = {f.name for f in fields(ResultRecord)}
-        unknown = sorted(set(rec) - known)
-        if unknown:
-            raise BenchError(f"record {h} of {results} has field(s) {', '.join(unknown)} that this version's "
-                             "ResultRecord does not know; restore it with the commit that wrote it")
-        name = f"{h}_{Path(row.get('path') or '').parent.name}".rstrip("_")
-        folder = runs / str(rec.get("track") or "unknown") / RESTORED_DIR / name
-        _write_folder(folder, row, line, (source, missing), results, sha)
-        write_record_once(ResultRecord(**rec), folder, runs)
-        written.append(folder / "result.json")
-        recorded.add((h, rec["status"]))
+        record, line, origin = made
+        # <config_hash>_<run folder name>, without the hash a folder restored before already starts with
+        name = f"{h}_{Path(row.get('path') or '').parent.name.removeprefix(h + '_')}".rstrip("_")
+        folder = runs / _safe(record.track) / RESTORED_DIR / name
+        _write_folder(folder, row, line, origin, results, sha)
+        if write_record_once(record, folder, runs) == folder / RECORD_NAME:  # not demoted to a duplicate
+            written.append(folder / RECORD_NAME)
+        recorded.add((h, record.status))
     return Restored(written, present, skipped)
+
+
+def _record_of(row: dict[str, str], line: dict | None, results: str | Path
+               ) -> tuple[ResultRecord, dict, tuple[str, list[str]]] | str:
+    """The record of a cells.csv row, its bundle line and (source, missing fields); or why it cannot be restored.
+    Everything is checked before anything is written: a restore never leaves a folder without its record."""
+    h = row["config_hash"]
+    if line is None or not isinstance(line.get("config"), dict):
+        return f"no config for it in {BUNDLE_NAME}"
+    if isinstance(line.get("record"), dict):
+        if config_hash(line["config"]) != h:  # the config must be the one the record was computed with
+            return "its config does not hash to its config_hash"
+        # a record restored before keeps what it lacked then (a record rebuilt from cells.csv stays one)
+        prior = line.get("restored") if isinstance(line.get("restored"), dict) else {}
+        rec = {**line["record"], "config": line["config"]}
+        origin = (str(prior.get("source") or "record"), [str(m) for m in prior.get("missing") or []])
+    else:
+        rec, origin = record_from_row(row, line), ("cells.csv", list(LEGACY_MISSING))
+    if rec.get("config_hash") != h:
+        return f"its record says config_hash {rec.get('config_hash')!r}"
+    unknown = sorted(set(rec) - {f.name for f in fields(ResultRecord)})
+    if unknown:
+        raise BenchError(f"record {h} of {results} has field(s) {', '.join(unknown)} that this version's "
+                         "ResultRecord does not know; restore it with the commit that wrote it")
+    try:
+        record = ResultRecord(**rec)
+        json.dumps(record.to_dict(), allow_nan=False)
+        if row.get("overrides") and not isinstance(line.get("overrides"), list):
+            json.loads(row["overrides"])
+    except (TypeError, ValueError) as e:
+        return f"its record cannot be written back ({e})"
+    return record, line, origin
+
+
+def _safe(part: str) -> str:
+    """A track name as one folder name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in part).strip(".") or "unknown"
 
 
 def _write_folder(folder: Path, row: dict[str, str], line: dict, origin: tuple[str, list[str]], results: str | Path,

@@ -4,7 +4,7 @@ Run folders are not committed, so without this file a site of the committed resu
 training curve, quantizer ranges or deployment check. One JSON line per deduplicated record (the rows of
 ``cells.csv``, in its order), keyed by ``config_hash``:
 
-- ``config``: the record's config (``result.json``);
+- ``config``: the record's config (``result.json``), not rounded (it hashes to the record's ``config_hash``);
 - ``curve``: the rows of its ``metrics.jsonl``, at most :data:`CURVE_ROWS` (:func:`downsample`), not rounded;
 - ``quantizers``: per quantizer of its ``qparams.json`` a summary, no per-channel arrays (:func:`summarize_qparams`);
 - ``deploy`` / ``onnx``: its ``extra.deploy`` / ``extra.onnx`` as recorded;
@@ -12,12 +12,13 @@ training curve, quantizer ranges or deployment check. One JSON line per deduplic
   launched with (``.hydra/overrides.yaml``): with ``config`` and ``curve`` they make the record whole again, so
   ``python -m bench restore`` can put the committed records back into a runs folder on another machine (a
   regeneration that spans machines resumes instead of re-running them);
-- ``restored``: for a record that came back that way, where from and what the committed results did not hold.
+- ``restored``: for a record that came back that way, its original run folder, whether the committed results held
+  it whole (``source``) and what they did not hold (``missing``).
 
 A missing or unreadable file gives None for its part. The bytes are deterministic (sorted keys, compact separators,
-floats rounded to :data:`DIGITS` significant digits but in ``record`` and ``curve``, gzip without a timestamp): the
-same records give the same file. A restored run folder has no ``qparams.json``: its quantizer summary comes from
-its ``restored.json``.
+floats rounded to :data:`DIGITS` significant digits but in ``record``, ``config`` and ``curve``, gzip without a
+timestamp): the same records give the same file. A restored run folder has no ``qparams.json``: its quantizer
+summary comes from its ``restored.json``.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ def entry(config_hash: str, result_path: str | Path) -> dict[str, Any]:
             "deploy": extra.get("deploy"), "onnx": extra.get("onnx"),
             "record": {k: v for k, v in rec.items() if k != "config"} or None,
             "overrides": _overrides(path),
-            "restored": {k: v for k, v in restored.items() if k != "quantizers"} if restored is not None else None}
+            # where it came from, not how or when it was restored: the same records give the same line
+            "restored": {k: restored.get(k) for k in ("source", "missing", "original_path")} if restored else None}
 
 
 def _overrides(result_path: Path) -> list[str] | None:
@@ -174,7 +176,7 @@ def _overrides(result_path: Path) -> list[str] | None:
     return json.loads(text) if text is not None else None
 
 
-def dumps(obj: Any, exact: tuple[str, ...] = ("record", "curve")) -> str:
+def dumps(obj: Any, exact: tuple[str, ...] = ("record", "config", "curve")) -> str:
     """One deterministic JSON line (floats rounded but in the keys ``exact``, sorted keys, compact separators)."""
     out = rounded({k: v for k, v in obj.items() if k not in exact}) if isinstance(obj, Mapping) else rounded(obj)
     if isinstance(obj, Mapping):

@@ -10,8 +10,9 @@ HELP = f"""{USAGE}
 Writes every record of a results folder (its cells.csv and records.jsonl.gz, as `python -m bench aggregate` wrote
 them) into runs=DIR as a run folder (<runs>/<track>/restored/<config_hash>_<name>/: result.json, metrics.jsonl,
 .hydra/overrides.yaml, restored.json). A sweep with runs_dir=DIR then skips those cells (same config_hash), and
-`python -m bench aggregate runs=DIR` gives their rows, tables and bundle lines back. Records whose cell is already
-recorded under DIR are left as they are. Exit status: 0, or 2 on bad arguments or an unreadable results folder.
+`python -m bench aggregate runs=DIR` gives their rows and tables back. Records whose cell is already recorded under
+DIR are left as they are; a record that cannot be written back is left out and named. Exit status: 0, or 2 on bad
+arguments or an unreadable results folder.
 
 arguments:
   runs=DIR      the runs folder to restore into (required; created if missing)

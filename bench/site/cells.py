@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.aggregate.bundle import BUNDLE_NAME, read_bundle, read_jsonl, summarize_qparams
+from bench.aggregate.bundle import BUNDLE_NAME, RESTORED_NAME, read_bundle, read_jsonl, summarize_qparams
 from bench.aggregate.records import load_records
 from bench.aggregate.stats import Summary, finite, summarize
 
@@ -391,9 +391,12 @@ def details(cell: Cell) -> Details | None:
         extra = _dict(rec.get("extra")) or {}
         qname = str(extra.get("qparams_json") or "qparams.json")
         metrics = cell.file("metrics.jsonl")
+        quantizers = summarize_qparams(read_json(cell.file(qname)))
+        restored = cell.file(RESTORED_NAME)  # a record put back by `bench restore`: its summary as committed
+        if quantizers is None and restored is not None:
+            quantizers = _dict((_dict(read_json(restored)) or {}).get("quantizers"))
         return Details(RUN_FOLDER, _dict(rec.get("config")), read_jsonl(metrics) if metrics else None,
-                       summarize_qparams(read_json(cell.file(qname))), _dict(extra.get("deploy")),
-                       _dict(extra.get("onnx")))
+                       quantizers, _dict(extra.get("deploy")), _dict(extra.get("onnx")))
     b = cell.bundled
     if b is None:
         return None

@@ -145,3 +145,32 @@ def test_restore_bad_arguments(tmp_path: Path, run_bench) -> None:
         p = run_bench("restore", *args, tmp_path=tmp_path)
         assert p.returncode == 2 and p.stderr.count("\n") == 1 and msg in p.stderr, p.stderr
     assert not (tmp_path / "r").exists()  # nothing written
+
+
+def _write_lines(results: Path, lines: list[dict]) -> None:
+    (results / "records.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(e) + "\n" for e in lines).encode()))
+
+
+def test_records_that_cannot_come_back_are_left_out_whole(tmp_path: Path, committed) -> None:
+    """Checked before anything is written: a record left out leaves no folder; a bad bundle is a one-line error."""
+    import shutil
+
+    from bench.errors import BenchError
+    from bench.restore import restore
+
+    results = tmp_path / "results"
+    shutil.copytree(committed[1], results)
+    lines = list(_lines(results).values())
+    lines[0]["config"]["seed"] = 99  # no longer the config its config_hash was computed from
+    lines[1]["record"]["top1"] = float("nan")  # not writable as strict JSON
+    _write_lines(results, lines)
+    done = restore(results, tmp_path / "runs")
+    assert done.written == [] and len(done.skipped) == 2
+    reasons = dict(done.skipped)
+    assert reasons[lines[0]["config_hash"]] == "its config does not hash to its config_hash"
+    assert "cannot be written back" in reasons[lines[1]["config_hash"]]
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.json"))
+
+    (results / "records.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(BenchError, match="unreadable or empty while cells.csv lists 2 records"):
+        restore(results, tmp_path / "runs")
