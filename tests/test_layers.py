@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent / "bench"
 LAYERS: list[tuple[str, float]] = [
     ("bench.__main__", 9), ("bench.cli", 9),
     ("bench.runner", 8), ("bench.validate", 8),
+    ("bench.restore", 8),  # writes records back as the runner writes them (and describes them with its describe())
     ("bench.algos", 7),
     ("bench.ptq", 6), ("bench.deploy", 6),
     ("bench.quant", 5),
