@@ -119,21 +119,24 @@ def restore(results: str | Path, runs_dir: str | Path) -> Restored:
 
 
 def _record_of(row: dict[str, str], line: dict | None, results: str | Path
-               ) -> tuple[ResultRecord, dict, tuple[str, list[str]]] | str:
-    """The record of a cells.csv row, its bundle line and (source, missing fields); or why it cannot be restored.
+               ) -> tuple[ResultRecord, dict, dict[str, Any]] | str:
+    """The record of a cells.csv row, its bundle line and its origin (source, missing fields, original run folder);
+    or why it cannot be restored.
     Everything is checked before anything is written: a restore never leaves a folder without its record."""
     h = row["config_hash"]
     if line is None or not isinstance(line.get("config"), dict):
         return f"no config for it in {BUNDLE_NAME}"
+    # a record restored before keeps its origin (a record rebuilt from cells.csv stays one)
+    prior = line.get("restored") if isinstance(line.get("restored"), dict) else {}
+    origin: dict[str, Any] = {"original_path": prior.get("original_path") or row.get("path")}
     if isinstance(line.get("record"), dict):
         if config_hash(line["config"]) != h:  # the config must be the one the record was computed with
             return "its config does not hash to its config_hash"
-        # a record restored before keeps what it lacked then (a record rebuilt from cells.csv stays one)
-        prior = line.get("restored") if isinstance(line.get("restored"), dict) else {}
         rec = {**line["record"], "config": line["config"]}
-        origin = (str(prior.get("source") or "record"), [str(m) for m in prior.get("missing") or []])
+        origin.update(source=str(prior.get("source") or "record"), missing=[str(m) for m in prior.get("missing") or []])
     else:
-        rec, origin = record_from_row(row, line), ("cells.csv", list(LEGACY_MISSING))
+        rec = record_from_row(row, line)
+        origin.update(source="cells.csv", missing=list(LEGACY_MISSING))
     if rec.get("config_hash") != h:
         return f"its record says config_hash {rec.get('config_hash')!r}"
     unknown = sorted(set(rec) - {f.name for f in fields(ResultRecord)})
@@ -155,7 +158,7 @@ def _safe(part: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in part).strip(".") or "unknown"
 
 
-def _write_folder(folder: Path, row: dict[str, str], line: dict, origin: tuple[str, list[str]], results: str | Path,
+def _write_folder(folder: Path, row: dict[str, str], line: dict, origin: dict[str, Any], results: str | Path,
                   sha: str) -> None:
     """The files beside a restored result.json (written before it: a record is only ever seen complete)."""
     import yaml
@@ -168,11 +171,9 @@ def _write_folder(folder: Path, row: dict[str, str], line: dict, origin: tuple[s
         overrides = json.loads(row["overrides"])
     if isinstance(overrides, list):
         _write_text(folder / ".hydra" / "overrides.yaml", yaml.safe_dump([str(o) for o in overrides]))
-    prior = line.get("restored") if isinstance(line.get("restored"), dict) else {}
     write_json_atomic(folder / RESTORED_NAME, {
-        "from": str(results), "original_path": prior.get("original_path") or row.get("path"), "restored_by": sha,
-        "source": origin[0], "missing": origin[1],
-        "quantizers": line.get("quantizers")})
+        "from": str(results), "original_path": origin["original_path"], "restored_by": sha,
+        "source": origin["source"], "missing": origin["missing"], "quantizers": line.get("quantizers")})
 
 
 def _write_text(path: Path, text: str) -> None:
