@@ -165,13 +165,24 @@ def read_record(path: str | Path) -> dict[str, Any]:
         return json.load(f)
 
 
+def record_paths(runs_dir: str | Path, name: str = RECORD_NAME) -> list[Path]:
+    """Every file called ``name`` under ``runs_dir``, sorted. Concurrent cells create and remove folders there while
+    this walks (a sweep's probe folders, emptied run folders): one that vanishes mid-walk is skipped, not an error
+    (``Path.rglob`` raises FileNotFoundError on it)."""
+    found = []
+    for dirpath, _, files in os.walk(runs_dir):  # os.walk ignores folders it can no longer list
+        if name in files:
+            found.append(Path(dirpath) / name)
+    return sorted(found)
+
+
 def iter_records(runs_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
     """All readable records under ``runs_dir`` (unreadable or partial files are skipped)."""
     out = []
     root = Path(runs_dir)
     if not root.is_dir():
         return out
-    for p in sorted(root.rglob(RECORD_NAME)):
+    for p in record_paths(root):
         try:
             out.append((p, read_record(p)))
         except (OSError, json.JSONDecodeError):

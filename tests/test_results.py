@@ -1,9 +1,11 @@
+import io
 import json
 import os
 
 import pytest
 
-from bench.results import collect, config_hash, find_record, iter_records, write_json_atomic
+from bench.aggregate.records import load_records
+from bench.results import collect, config_hash, find_record, iter_records, record_paths, write_json_atomic
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -32,6 +34,28 @@ def test_find_and_collect_tolerate_partial_files(tmp_path):
     assert find_record(tmp_path, "bb") is None  # failed cells are re-run
     df = collect(tmp_path)
     assert sorted(df["config_hash"]) == ["aa", "bb"]
+
+
+def test_a_folder_removed_mid_walk_is_skipped(tmp_path, monkeypatch):
+    # A concurrent cell's probe folder (validate.unwritable) was listed, then removed before the walk reached it:
+    # Path.rglob raised FileNotFoundError there and failed a Slurm sweep's cells.
+    write_json_atomic(tmp_path / "a" / "result.json", {"config_hash": "aa", "status": "ok", "top1": 1.0})
+    write_json_atomic(tmp_path / "z" / "result.json", {"config_hash": "zz", "status": "ok", "top1": 2.0})
+    gone = tmp_path / ".bench-probe-x"
+    gone.mkdir()
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == os.fspath(gone):
+            raise FileNotFoundError(2, "No such file or directory", os.fspath(gone))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert record_paths(tmp_path) == [tmp_path / "a" / "result.json", tmp_path / "z" / "result.json"]
+    assert [r["config_hash"] for _, r in iter_records(tmp_path)] == ["aa", "zz"]
+    assert find_record(tmp_path, "zz") == tmp_path / "z" / "result.json"
+    good, bad = load_records(tmp_path, warn=io.StringIO())  # these minimal records lack the aggregator's fields
+    assert len(good) + len(bad) == 2
 
 
 def test_config_hash_is_canonical():

@@ -16,7 +16,7 @@ import pandas as pd
 from bench.aggregate import legacy
 from bench.aggregate.axes import AXES, META_COLUMNS, label_column, order_column
 from bench.aggregate.stats import finite, mean_or_nan, summarize
-from bench.results import RECORD_NAME, STATUSES
+from bench.results import STATUSES, record_paths
 
 # Fields a record needs to be placed in a table; a record without one of them is rejected as corrupt.
 REQUIRED = (
@@ -102,7 +102,7 @@ def load_records(runs_dir: str | Path, warn: TextIO | None = None) -> tuple[list
     """
     warn = sys.stderr if warn is None else warn
     good, bad = [], []
-    for p in sorted(Path(runs_dir).rglob(RECORD_NAME)):
+    for p in record_paths(runs_dir):
         if not p.is_file():
             continue
         try:
