@@ -666,13 +666,16 @@ def qat_academic_longer(cells: pd.DataFrame, base: pd.DataFrame, epochs: int, ba
 
 
 # The plain-PTQ rows of the advanced PTQ table, in order: (label, (act, weight) calibration, BN re-calibration, CLE,
-# bias correction). The reconstruction methods follow, each with MSE ranges and no PTQ flags, named by their labels.
+# bias correction, quant.bn_fold override). The reconstruction methods follow, each with MSE ranges and no PTQ flags,
+# named by their labels. "RTN MSE (BN folded)" is RTN on the BN-folded weights (experiment=ptq_advanced_folded, the
+# academic profile, which does not fold): the weights CLE starts from, the white paper's per-tensor baseline.
 PTQ_PIPELINE = (
-    ("RTN MinMax", ("minmax", "minmax"), False, False, "none"),
-    ("RTN MSE", ("mse", "mse"), False, False, "none"),
-    ("+BN re-calib", ("mse", "mse"), True, False, "none"),
-    ("+CLE", ("mse", "mse"), False, True, "none"),
-    ("+CLE +bias corr.", ("mse", "mse"), False, True, "empirical"),
+    ("RTN MinMax", ("minmax", "minmax"), False, False, "none", None),
+    ("RTN MSE", ("mse", "mse"), False, False, "none", None),
+    ("RTN MSE (BN folded)", ("mse", "mse"), False, False, "none", 0),
+    ("+BN re-calib", ("mse", "mse"), True, False, "none", None),
+    ("+CLE", ("mse", "mse"), False, True, "none", None),
+    ("+CLE +bias corr.", ("mse", "mse"), False, True, "empirical", None),
 )
 RECON_CALIB = ("mse", "mse")
 PLAIN_PTQ = "ptq"  # the algorithm of nearest rounding, whose variants are the PTQ_PIPELINE rows
@@ -680,15 +683,17 @@ PLAIN_PTQ = "ptq"  # the algorithm of nearest rounding, whose variants are the P
 
 def ptq_method(cells: pd.DataFrame, axes: Axes) -> pd.Series:
     """The advanced-PTQ row of each cell: a PTQ_PIPELINE label, an advanced PTQ method's label, or None."""
-    plain = cells["quant_graph"].isna() & cells["quant_bn_fold"].isna() & R.plain_quant(cells)
+    plain = cells["quant_graph"].isna() & R.plain_quant(cells)
     out = []
     for (_, c), ok in zip(cells.iterrows(), plain, strict=True):
         calib, flags = (c["calib_act"], c["calib_weight"]), (bool(c["bn_recalib"]), bool(c["cle"]),
                                                             str(c["bias_correction"]))
+        fold = int(c["quant_bn_fold"]) if _finite(c["quant_bn_fold"]) else None
         label = None
         if ok and c["algo"] == PLAIN_PTQ:
-            label = next((m for m, cal, *f in PTQ_PIPELINE if cal == calib and tuple(f) == flags), None)
-        elif ok and c["kind"] == "ptq" and calib == RECON_CALIB and flags == (False, False, "none"):
+            label = next((m for m, cal, *f, bn_fold in PTQ_PIPELINE
+                          if cal == calib and tuple(f) == flags and bn_fold == fold), None)
+        elif ok and fold is None and c["kind"] == "ptq" and calib == RECON_CALIB and flags == (False, False, "none"):
             label = axes.label("algo", c["algo"])
         out.append(label)
     return pd.Series(out, index=cells.index, dtype=object)
@@ -891,7 +896,8 @@ TABLE11_GROUPS = {"ptq": "PTQ", "bn_calib": "BN calib", "qat": "QAT"}  # display
 EXPERIMENTS = {
     "ptq_w8a8": ("ptq_w8a8",), "ptq_calib_8bit": ("table10_ptq",), "ptq_bn_calib_4bit": ("ptq_bn_calib_4bit",),
     "qat_w4a4_hw": ("qat_w4a4_hw",), "qat_w4a4_academic": ("qat_w4a4_academic",),
-    "qat_w4a4_academic_3ep": ("qat_w4a4_academic_3ep",), "ptq_advanced": ("ptq_advanced", "ptq_advanced_per_channel"),
+    "qat_w4a4_academic_3ep": ("qat_w4a4_academic_3ep",), "ptq_advanced": ("ptq_advanced", "ptq_advanced_per_channel",
+                                                                    "ptq_advanced_folded"),
 }
 
 

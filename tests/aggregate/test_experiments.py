@@ -19,7 +19,7 @@ def _fields(c) -> dict:
     return {"algo": c.algo.name, "hw": c.hw.name, "arch": c.arch.name, "bits": f"w{c.bits.w}a{c.bits.a}",
             "calib_act": c.calib.act, "calib_weight": c.calib.weight, "bn_recalib": c.ptq.bn_recalib, "cle": c.ptq.cle,
             "bias_correction": c.ptq.bias_correction, "epochs": c.train.epochs, "calib_size": c.data.calib_size,
-            "data": c.data.name}
+            "data": c.data.name, "bn_fold": c.quant.bn_fold}
 
 
 def _cells(experiment: str) -> list[dict]:
@@ -88,21 +88,23 @@ def test_qat_grids() -> None:
 
 
 def test_advanced_ptq_grid_gives_every_row_of_the_table() -> None:
-    cells = _cells("ptq_advanced") + _cells("ptq_advanced_per_channel")
-    assert len(cells) == len({tuple(sorted((k, str(v)) for k, v in c.items())) for c in cells}) == 360
+    cells = _cells("ptq_advanced") + _cells("ptq_advanced_per_channel") + _cells("ptq_advanced_folded")
+    assert len(cells) == len({tuple(sorted((k, str(v)) for k, v in c.items())) for c in cells}) == 380
     rows = {}
     for c in cells:
-        rows.setdefault((c["algo"], c["calib"], c["bn_recalib"], c["cle"], c["bias_correction"]), set()).add(
-            (c["hw"], c["arch"], c["bits"]))
+        rows.setdefault((c["algo"], c["calib"], c["bn_recalib"], c["cle"], c["bias_correction"], c["bn_fold"]),
+                        set()).add((c["hw"], c["arch"], c["bits"]))
     settings = set(itertools.product(["academic", "tensorrt"], MINIS, ["w4a8", "w3a8", "w2a4", "w4a4"]))
+    academic = {s for s in settings if s[0] == "academic"}
     mse = ("mse", "mse")
     assert rows == {
-        ("ptq", ("minmax", "minmax"), False, False, "none"): settings, ("ptq", mse, False, False, "none"): settings,
-        ("ptq", mse, True, False, "none"): settings, ("ptq", mse, False, True, "none"): settings,
-        ("ptq", mse, False, True, "empirical"): settings, ("adaround", mse, False, False, "none"): settings,
-        ("brecq", mse, False, False, "none"): settings, ("qdrop", mse, False, False, "none"): settings,
-        ("bitsplit", mse, False, False, "none"): {s for s in settings if s[0] == "tensorrt"},
-        ("ioso", mse, False, False, "none"): {s for s in settings if s[0] == "tensorrt"},
+        ("ptq", ("minmax", "minmax"), False, False, "none", None): settings,
+        ("ptq", mse, False, False, "none", None): settings, ("ptq", mse, False, False, "none", 0): academic,
+        ("ptq", mse, True, False, "none", None): settings, ("ptq", mse, False, True, "none", None): settings,
+        ("ptq", mse, False, True, "empirical", None): settings, ("adaround", mse, False, False, "none", None): settings,
+        ("brecq", mse, False, False, "none", None): settings, ("qdrop", mse, False, False, "none", None): settings,
+        ("bitsplit", mse, False, False, "none", None): settings - academic,
+        ("ioso", mse, False, False, "none", None): settings - academic,
     }
     # the plain-PTQ cells are exactly the table's PTQ pipeline rows
-    assert {("ptq", cal, *flags) for _, cal, *flags in T.PTQ_PIPELINE} == {k for k in rows if k[0] == "ptq"}
+    assert {("ptq", *row[1:]) for row in T.PTQ_PIPELINE} == {k for k in rows if k[0] == "ptq"}

@@ -127,6 +127,23 @@ def test_pact_fold_claim_on_table5_cells() -> None:
     assert s1.verdict == F.HOLDS and s1.mean == pytest.approx(89.5 - (89.6 + 89.7 + 89.8) / 3)
 
 
+def test_cle_claim_compares_with_rtn_on_the_folded_weights() -> None:
+    recs, expected = [], []
+    for seed in range(3):
+        for arch in ("mobilenetv2_mini", "efficientnet_lite0_mini", "resnet18_mini"):
+            for bits in ((4, 8), (2, 4)):
+                folded, cle, unfolded = 10.0 + seed + bits[0], 85.0 - seed, 89.0
+                for top1, quant, ptq in ((folded, {"bn_fold": 0}, {}), (cle, {}, {"cle": True}), (unfolded, {}, {})):
+                    recs.append(make_record(kind="ptq", num_classes=10, algo="ptq", hw="academic", arch=arch,
+                                            w=bits[0], a=bits[1], seed=seed, calib=("mse", "mse"), quant=quant,
+                                            ptq=ptq, top1=top1))
+                if arch != "resnet18_mini":  # depthwise minis only
+                    expected.append(cle - folded)
+    ev = _evaluate(recs, "wp-cle")
+    assert ev.verdict == F.HOLDS and ev.n == len(expected) == 12  # not CLE - unfolded RTN (-4 .. -6: does not hold)
+    assert ev.mean == pytest.approx(sum(expected) / len(expected))
+
+
 def test_spread_over_algorithms_needs_every_algorithm() -> None:
     recs = []
     for arch, spread in (("resnet18_mini", 0.5), ("resnet50_mini", 0.7)):
@@ -198,6 +215,10 @@ def _full_grid(rng: random.Random) -> list[dict]:
                             else ()):
                         recs.append(make_record(kind="ptq", num_classes=10, algo=algo, hw=hw, arch=arch, w=bits[0],
                                                 a=bits[1], seed=seed, calib=calib, ptq=ptq, top1=acc()))
+                    if hw == "academic":  # experiment=ptq_advanced_folded: RTN on the BN-folded weights
+                        recs.append(make_record(kind="ptq", num_classes=10, algo="ptq", hw=hw, arch=arch, w=bits[0],
+                                                a=bits[1], seed=seed, calib=("mse", "mse"), quant={"bn_fold": 0},
+                                                top1=acc()))
         for arch in ("resnet18_mini", "mobilenetv2_mini"):
             for algo in ("lsq", "pact"):
                 for k in (-1, 0, 1, 2, 3, 4):

@@ -199,6 +199,20 @@ def test_ptq_advanced_rows_settings_sections(cells_of, rec) -> None:
     assert "| IOSO | - | - |" not in md and "| FP32 | 91.50 | 91.50 |" in md
 
 
+def test_ptq_advanced_rtn_on_folded_weights_is_its_own_row(cells_of, rec) -> None:
+    mse = ("mse", "mse")
+    recs = [_ptq(rec, algo="brecq", hw="academic", w=4, a=8, calib=mse, top1=88.0),
+            _ptq(rec, hw="academic", w=4, a=8, calib=mse, top1=89.0),
+            _ptq(rec, hw="academic", w=4, a=8, calib=mse, quant={"bn_fold": 0}, top1=10.0),
+            _ptq(rec, hw="academic", w=4, a=8, calib=mse, ptq={"cle": True}, top1=85.0),
+            _ptq(rec, hw="academic", w=4, a=8, calib=mse, quant={"bn_fold": 2}, top1=11.0),  # no row of the table
+            _ptq(rec, algo="brecq", hw="academic", w=4, a=8, calib=mse, quant={"bn_fold": 0}, top1=1.0)]  # nor this
+    long, sections = T.ptq_advanced(cells_of(recs))
+    assert list(zip(long["method"], long["top1"], strict=True)) == [
+        ("RTN MSE", 89.0), ("RTN MSE (BN folded)", 10.0), ("+CLE", 85.0), ("BRECQ", 88.0)]
+    assert list(sections[0][1]["method"]) == ["FP32", "RTN MSE", "RTN MSE (BN folded)", "+CLE", "BRECQ"]
+
+
 def test_the_views_are_written_for_self_describing_records_only(cells_of, rec) -> None:
     def grid(new: bool) -> list:
         k = (lambda kind: {"kind": kind}) if new else (lambda kind: {})
