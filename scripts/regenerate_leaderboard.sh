@@ -25,7 +25,7 @@ DEPLOY=${DEPLOY:-1}
 OUT=${OUT:-results/fmnist-mini}
 PY=${PY:-.venv/bin/python}
 EXPERIMENTS=${EXPERIMENTS:-"table7_hw table4_academic table5_bnfold table6_graph table10_ptq table11_init ptq_lowbit \
-ptq_w8a8 ptq_bn_calib_4bit qat_w4a4_hw qat_w4a4_academic qat_w4a4_academic_3ep ptq_advanced ptq_advanced_per_channel ptq_advanced_folded"}
+ptq_w8a8 ptq_bn_calib_4bit qat_w4a4_hw qat_w4a4_academic qat_w4a4_academic_3ep ptq_advanced ptq_advanced_per_channel ptq_white_paper"}
 PRIORITY=resnet18_mini,mobilenetv2_mini
 OTHERS=resnet50_mini,efficientnet_lite0_mini,regnetx_600mf_mini
 LAUNCH=("hydra/launcher=$LAUNCHER")

@@ -667,15 +667,17 @@ def qat_academic_longer(cells: pd.DataFrame, base: pd.DataFrame, epochs: int, ba
 
 # The plain-PTQ rows of the advanced PTQ table, in order: (label, (act, weight) calibration, BN re-calibration, CLE,
 # bias correction, quant.bn_fold override). The reconstruction methods follow, each with MSE ranges and no PTQ flags,
-# named by their labels. "RTN MSE (BN folded)" is RTN on the BN-folded weights (experiment=ptq_advanced_folded, the
+# named by their labels. The "(BN folded)" rows quantize the BN-folded weights (experiment=ptq_white_paper, on the
 # academic profile, which does not fold): the weights CLE starts from, the white paper's per-tensor baseline.
 PTQ_PIPELINE = (
     ("RTN MinMax", ("minmax", "minmax"), False, False, "none", None),
     ("RTN MSE", ("mse", "mse"), False, False, "none", None),
+    ("RTN MinMax weights (BN folded)", ("mse", "minmax"), False, False, "none", 0),
     ("RTN MSE (BN folded)", ("mse", "mse"), False, False, "none", 0),
     ("+BN re-calib", ("mse", "mse"), True, False, "none", None),
     ("+CLE", ("mse", "mse"), False, True, "none", None),
     ("+CLE +bias corr.", ("mse", "mse"), False, True, "empirical", None),
+    ("+CLE +analytic bias corr.", ("mse", "mse"), False, True, "analytic", None),
 )
 RECON_CALIB = ("mse", "mse")
 PLAIN_PTQ = "ptq"  # the algorithm of nearest rounding, whose variants are the PTQ_PIPELINE rows
@@ -897,7 +899,7 @@ EXPERIMENTS = {
     "ptq_w8a8": ("ptq_w8a8",), "ptq_calib_8bit": ("table10_ptq",), "ptq_bn_calib_4bit": ("ptq_bn_calib_4bit",),
     "qat_w4a4_hw": ("qat_w4a4_hw",), "qat_w4a4_academic": ("qat_w4a4_academic",),
     "qat_w4a4_academic_3ep": ("qat_w4a4_academic_3ep",), "ptq_advanced": ("ptq_advanced", "ptq_advanced_per_channel",
-                                                                    "ptq_advanced_folded"),
+                                                                    "ptq_white_paper"),
 }
 
 

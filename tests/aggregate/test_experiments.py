@@ -88,20 +88,24 @@ def test_qat_grids() -> None:
 
 
 def test_advanced_ptq_grid_gives_every_row_of_the_table() -> None:
-    cells = _cells("ptq_advanced") + _cells("ptq_advanced_per_channel") + _cells("ptq_advanced_folded")
-    assert len(cells) == len({tuple(sorted((k, str(v)) for k, v in c.items())) for c in cells}) == 380
+    cells = _cells("ptq_advanced") + _cells("ptq_advanced_per_channel") + _cells("ptq_white_paper")
+    # ptq_white_paper's CLE cells at the low bit-widths are ptq_advanced's academic "+CLE" cells
+    assert len(cells) == 460 and len({tuple(sorted((k, str(v)) for k, v in c.items())) for c in cells}) == 440
     rows = {}
     for c in cells:
         rows.setdefault((c["algo"], c["calib"], c["bn_recalib"], c["cle"], c["bias_correction"], c["bn_fold"]),
                         set()).add((c["hw"], c["arch"], c["bits"]))
     settings = set(itertools.product(["academic", "tensorrt"], MINIS, ["w4a8", "w3a8", "w2a4", "w4a4"]))
     academic = {s for s in settings if s[0] == "academic"}
+    white_paper = academic | {("academic", a, "w8a8") for a in MINIS}  # per-tensor, BN folded, + INT8
     mse = ("mse", "mse")
     assert rows == {
         ("ptq", ("minmax", "minmax"), False, False, "none", None): settings,
-        ("ptq", mse, False, False, "none", None): settings, ("ptq", mse, False, False, "none", 0): academic,
-        ("ptq", mse, True, False, "none", None): settings, ("ptq", mse, False, True, "none", None): settings,
-        ("ptq", mse, False, True, "empirical", None): settings, ("adaround", mse, False, False, "none", None): settings,
+        ("ptq", mse, False, False, "none", None): settings, ("ptq", mse, False, False, "none", 0): white_paper,
+        ("ptq", ("mse", "minmax"), False, False, "none", 0): white_paper,
+        ("ptq", mse, True, False, "none", None): settings, ("ptq", mse, False, True, "none", None): settings | white_paper,
+        ("ptq", mse, False, True, "empirical", None): settings, ("ptq", mse, False, True, "analytic", None): white_paper,
+        ("adaround", mse, False, False, "none", None): settings,
         ("brecq", mse, False, False, "none", None): settings, ("qdrop", mse, False, False, "none", None): settings,
         ("bitsplit", mse, False, False, "none", None): settings - academic,
         ("ioso", mse, False, False, "none", None): settings - academic,

@@ -121,27 +121,52 @@ def test_pact_fold_claim_on_table5_cells() -> None:
     ev = _evaluate(recs, "mq-pact-fold")
     assert ev.verdict == F.HOLDS and ev.n == len(expected) == 20
     assert ev.mean == pytest.approx(sum(expected) / len(expected))
-    s4 = _evaluate(recs, "mq-fold-s4")  # PACT 4 - mean(PACT 0..3), per arch and seed
-    assert s4.verdict == F.HOLDS and s4.mean == pytest.approx(85.5 - (10 + 10 + 10.5 + 11) / 4)
+    s4 = _evaluate(recs, "mq-fold-s4")  # PACT 4 - max(PACT 0..3), per arch and seed: "works best"
+    assert s4.verdict == F.HOLDS and s4.mean == pytest.approx(85.5 - 11)
+    s0 = _evaluate(recs, "mq-fold-s0")  # min(LSQ 1..4) - LSQ 0, resnet18_mini (Fig. 8), per seed: "the lowest"
+    assert s0.verdict == F.HOLDS and s0.n == 2 and s0.mean == pytest.approx(89.5 - 89.0)
     s1 = _evaluate(recs, "mq-fold-s1")  # LSQ 1 - mean(2, 3, 4) = -0.2 on every unit: inside +-1
     assert s1.verdict == F.HOLDS and s1.mean == pytest.approx(89.5 - (89.6 + 89.7 + 89.8) / 3)
 
 
-def test_cle_claim_compares_with_rtn_on_the_folded_weights() -> None:
-    recs, expected = [], []
+def test_cle_and_bias_correction_claims_read_per_tensor_int8_on_folded_weights() -> None:
+    recs, cle_gain, bc_gain = [], [], []
+    mse = ("mse", "mse")
     for seed in range(3):
         for arch in ("mobilenetv2_mini", "efficientnet_lite0_mini", "resnet18_mini"):
-            for bits in ((4, 8), (2, 4)):
-                folded, cle, unfolded = 10.0 + seed + bits[0], 85.0 - seed, 89.0
-                for top1, quant, ptq in ((folded, {"bn_fold": 0}, {}), (cle, {}, {"cle": True}), (unfolded, {}, {})):
+            for bits in ((8, 8), (4, 8)):
+                folded, cle, cle_bc, unfolded = 10.0 + seed + bits[0], 85.0 - seed, 85.5 + seed / 10, 89.0
+                for top1, quant, ptq in ((folded, {"bn_fold": 0}, {}), (cle, {}, {"cle": True}), (unfolded, {}, {}),
+                                         (cle_bc, {}, {"cle": True, "bias_correction": "analytic"}),
+                                         (99.0, {}, {"cle": True, "bias_correction": "empirical"})):
                     recs.append(make_record(kind="ptq", num_classes=10, algo="ptq", hw="academic", arch=arch,
-                                            w=bits[0], a=bits[1], seed=seed, calib=("mse", "mse"), quant=quant,
-                                            ptq=ptq, top1=top1))
-                if arch != "resnet18_mini":  # depthwise minis only
-                    expected.append(cle - folded)
-    ev = _evaluate(recs, "wp-cle")
-    assert ev.verdict == F.HOLDS and ev.n == len(expected) == 12  # not CLE - unfolded RTN (-4 .. -6: does not hold)
-    assert ev.mean == pytest.approx(sum(expected) / len(expected))
+                                            w=bits[0], a=bits[1], seed=seed, calib=mse, quant=quant, ptq=ptq,
+                                            top1=top1))
+                if arch != "resnet18_mini" and bits == (8, 8):  # depthwise minis, INT8 (the paper's Tables 3-4)
+                    cle_gain.append(cle - folded)
+                    bc_gain.append(cle_bc - cle)
+    ev = _evaluate(recs, "wp-cle")  # not CLE - unfolded RTN (-4 .. -6: would not hold)
+    assert ev.verdict == F.HOLDS and ev.n == len(cle_gain) == 6
+    assert ev.mean == pytest.approx(sum(cle_gain) / len(cle_gain))
+    bc = _evaluate(recs, "wp-bias-corr")  # analytic, not the empirical cells
+    assert bc.verdict == F.HOLDS and bc.n == 6 and bc.mean == pytest.approx(sum(bc_gain) / len(bc_gain))
+
+
+def test_hardware_claims_read_the_papers_subsets() -> None:
+    recs = []
+    for seed in range(3):
+        for hw, per_channel_best, collapsed in (("fbgemm", 80.0, 10.0), ("snpe", 78.0, 60.0)):
+            for calib, top1 in ((("minmax", "minmax"), per_channel_best + seed), (("kld", "minmax"), collapsed)):
+                recs.append(make_record(kind="ptq", num_classes=10, algo="ptq", hw=hw, arch="mobilenetv2_mini", w=8,
+                                        a=8, seed=seed, calib=calib, top1=top1))
+        for calib_size, gain in ((4096, 40.0 + seed), (1024, -30.0)):  # only Table 11's 4096-image cells count
+            recs.append(make_record(kind="ptq", num_classes=10, algo="ptq", hw="academic", arch="mobilenetv2_mini",
+                                    seed=seed, calib=("minmax", "minmax"), ptq={"bn_recalib": True}, init=1.0,
+                                    top1=1.0 + gain, calib_size=calib_size))
+    pc = _evaluate(recs, "mq-ptq-per-channel")  # best calibration per profile: 80 - 78, not the pooled pairs
+    assert pc.verdict == F.HOLDS and pc.n == 3 and pc.mean == pytest.approx(2.0)
+    bn = _evaluate(recs, "mq-bn-calib")
+    assert bn.verdict == F.HOLDS and bn.n == 3 and bn.mean == pytest.approx(41.0)
 
 
 def test_spread_over_algorithms_needs_every_algorithm() -> None:
@@ -215,10 +240,13 @@ def _full_grid(rng: random.Random) -> list[dict]:
                             else ()):
                         recs.append(make_record(kind="ptq", num_classes=10, algo=algo, hw=hw, arch=arch, w=bits[0],
                                                 a=bits[1], seed=seed, calib=calib, ptq=ptq, top1=acc()))
-                    if hw == "academic":  # experiment=ptq_advanced_folded: RTN on the BN-folded weights
-                        recs.append(make_record(kind="ptq", num_classes=10, algo="ptq", hw=hw, arch=arch, w=bits[0],
-                                                a=bits[1], seed=seed, calib=("mse", "mse"), quant={"bn_fold": 0},
-                                                top1=acc()))
+            for bits in ((8, 8), (4, 8), (3, 8), (2, 4), (4, 4)):  # experiment=ptq_white_paper (academic)
+                for calib, quant, ptq in ((("mse", "mse"), {"bn_fold": 0}, {}), (("mse", "minmax"), {"bn_fold": 0}, {}),
+                                          (("mse", "mse"), {}, {"cle": True, "bias_correction": "analytic"})) + (
+                        ((("mse", "mse"), {}, {"cle": True}),) if bits == (8, 8) else ()):
+                    recs.append(make_record(kind="ptq", num_classes=10, algo="ptq", hw="academic", arch=arch,
+                                            w=bits[0], a=bits[1], seed=seed, calib=calib, quant=quant, ptq=ptq,
+                                            top1=acc()))
         for arch in ("resnet18_mini", "mobilenetv2_mini"):
             for algo in ("lsq", "pact"):
                 for k in (-1, 0, 1, 2, 3, 4):
@@ -228,7 +256,8 @@ def _full_grid(rng: random.Random) -> list[dict]:
         for hw in ("academic", "snpe"):
             for calib in (("quantile", "norm"), ("minmax", "minmax")):
                 recs.append(make_record(kind="ptq", num_classes=10, algo="ptq", hw=hw, arch="mobilenetv2_mini",
-                                        seed=seed, calib=calib, ptq={"bn_recalib": True}, top1=acc(), init=1.0))
+                                        seed=seed, calib=calib, ptq={"bn_recalib": True}, top1=acc(), init=1.0,
+                                        calib_size=4096))
                 if hw == "academic":
                     recs.append(make_record(kind="qat", num_classes=10, algo="lsq", hw=hw, arch="mobilenetv2_mini",
                                             seed=seed, calib=calib, top1=acc()))
