@@ -274,11 +274,11 @@ def check_overrides(overrides: list[str]) -> None:
     Hydra's own message is several lines; users mostly mistype an arch or profile name.
     """
     for ov in overrides:
-        if "=" not in ov or ov.startswith(("+", "~", "hydra")):
+        if "=" not in ov or ov.startswith(("~", "hydra")):
             continue
         key, value = ov.split("=", 1)
-        key = key.removeprefix("++")
-        if key not in GROUPS or value in ("null", ""):
+        key = key.lstrip("+")  # +experiment/ptq_method=... appends a group option: checked the same way
+        if value in ("null", "") or (key not in GROUPS and not (CONF_DIR / key).is_dir()):
             continue
         options = group_options(key)
         for v in value.split(","):  # multirun sweeps: a,b,c

@@ -65,3 +65,8 @@ def test_check_overrides_unknown_group_option():
     with pytest.raises(ConfigError):
         check_overrides(["hw=tvm,foo"])  # sweeps are checked value by value
     check_overrides(["hw=tvm,snpe", "arch.lr=0.1", "seed=3"])
+    with pytest.raises(ConfigError) as e:  # an appended option of a nested group (the PTQ method bundles)
+        check_overrides(["+experiment/ptq_method=cle,bogus"])
+    assert str(e.value).startswith("unknown experiment/ptq_method 'bogus'; accepted: ")
+    assert "cle_analytic_bias_correction" in str(e.value)
+    check_overrides(["+experiment/ptq_method=rtn_mse_folded", "+train.extra=1", "++seed=2"])
