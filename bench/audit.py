@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.aggregate.records import cpu_of
 from bench.errors import BenchError
 
 MIN_TOLERANCE = 0.5  # points: below this a seed spread is no measure of noise (PTQ cells often have std 0)
@@ -48,6 +49,8 @@ class Outcome:
     wall_s: float = math.nan
     verdict: str = ""  # within / outside / config changed / failed
     detail: str = ""
+    committed_cpu: str = ""  # where the committed record ran ("" when it predates the CPU in the launch info)
+    new_cpu: str = ""
 
 
 def read_cells(results: str | Path) -> pd.DataFrame:
@@ -132,6 +135,7 @@ def compare(o: Outcome, rec: dict[str, Any] | None, log_tail: str) -> Outcome:
         o.detail = ((rec or {}).get("error") or log_tail or "no record written")[:300]
         return o
     o.status, o.new_hash = str(rec.get("status")), str(rec.get("config_hash"))
+    o.new_cpu = cpu_of(rec)
     top1 = rec.get("top1")
     o.new = float(top1) if isinstance(top1, int | float) else math.nan
     if o.new_hash != o.config_hash:
@@ -142,7 +146,20 @@ def compare(o: Outcome, rec: dict[str, Any] | None, log_tail: str) -> Outcome:
         o.verdict = "within"
     else:
         o.verdict = "outside"
+        o.detail = cpu_note(o)
     return o
+
+
+def cpu_note(o: Outcome) -> str:
+    """What the CPUs say about a moved number: float reduction order (the vector ISA torch dispatches to) differs
+    between CPUs, and low-bit QAT amplifies it over its steps."""
+    if not o.committed_cpu:
+        return (f"the committed record does not say its CPU (re-run on {o.new_cpu or 'an unrecorded CPU'}); "
+                "a different CPU is a possible cause")
+    if o.new_cpu and o.new_cpu != o.committed_cpu:
+        return (f"committed on {o.committed_cpu}, re-run on {o.new_cpu}: float reduction order differs between "
+                "these CPUs")
+    return f"same CPU ({o.committed_cpu}): the cell does not reproduce on one machine"
 
 
 def audit(results: str | Path, n: int, seed: int, runs_dir: Path, kind: str = "all", max_wall: float | None = None,
@@ -161,7 +178,8 @@ def audit(results: str | Path, n: int, seed: int, runs_dir: Path, kind: str = "a
         overrides = command(row)
         spread = float(spreads.get(row["cell_id"], math.nan))
         o = Outcome(str(row["config_hash"]), "python -m bench run " + " ".join(overrides), float(row["top1"]),
-                    tolerance(spread), spread, int(counts.get(row["cell_id"], 1)))
+                    tolerance(spread), spread, int(counts.get(row["cell_id"], 1)),
+                    committed_cpu=_text(row.get("cpu")))
         log(f"[{i + 1}/{len(picked)}] {o.command}")
         work = runs_dir / f"{i:03d}_{o.config_hash}"
         rec, wall, tail = rerun(overrides, work / "runs", work / "cache", timeout=timeout)
@@ -179,7 +197,13 @@ def frame(outcomes: list[Outcome]) -> pd.DataFrame:
         "config_hash": o.config_hash, "command": o.command, "committed_top1": o.committed, "rerun_top1": o.new,
         "diff": o.new - o.committed, "seeds": o.seeds, "seed_std": o.spread, "tolerance": o.tolerance,
         "rerun_status": o.status, "wall_s": round(o.wall_s, 1), "verdict": o.verdict, "detail": o.detail,
+        "committed_cpu": o.committed_cpu, "rerun_cpu": o.new_cpu,
     } for o in outcomes])
+
+
+def _text(x: Any) -> str:
+    """A cells.csv cell as text ("" for a missing value: older cells.csv files have no ``cpu`` column)."""
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
 
 
 def markdown(outcomes: list[Outcome], meta: dict[str, str]) -> str:

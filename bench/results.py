@@ -242,14 +242,36 @@ def launch_info() -> dict[str, Any]:
     """Where the cell ran: host, torch threads, and under Slurm the job id and how often it was requeued."""
     import torch
 
-    # threads are left out of config_hash, but reduction order can move low-bit QAT results: keep them visible
-    info: dict[str, Any] = {"host": platform.node(), "torch_threads": torch.get_num_threads()}
+    # threads and the CPU are left out of config_hash, but reduction order (thread split; the vector ISA the kernels
+    # dispatch to) can move low-bit QAT results: keep them visible so an audit can name the cause of a moved number
+    info: dict[str, Any] = {"host": platform.node(), "torch_threads": torch.get_num_threads(), "cpu": cpu_model(),
+                            "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
     if "SLURM_JOB_ID" in os.environ:
         array = os.environ.get("SLURM_ARRAY_JOB_ID")
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
         info["slurm_job_id"] = f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
         info["slurm_restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
     return info
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU this process runs on: ``/proc/cpuinfo``'s model name with its family and model numbers (two machines
+    sold under one name can differ in vector units), else what :mod:`platform` says."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def versions() -> dict[str, str]:

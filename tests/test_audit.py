@@ -87,3 +87,20 @@ def test_report_names_the_cells_outside() -> None:
     assert "**1 of 2 within tolerance**" in md and "`h01` outside" in md and "- commit: abc" in md
     f = A.frame([good, bad])
     assert list(f["verdict"]) == ["within", "outside"] and f["diff"].iloc[1] == pytest.approx(2.0)
+
+
+def test_a_moved_number_names_the_cpus() -> None:
+    rec = {"status": "ok", "config_hash": "h00", "top1": 70.0,
+           "extra": {"launch": {"cpu": "AMD EPYC (family 25, model 1)", "cpu_capability": "AVX2"}}}
+    here = "AMD EPYC (family 25, model 1); AVX2"
+    other = A.compare(A.Outcome("h00", "c", 80.0, 0.5, math.nan, 1, committed_cpu="AMD EPYC (family 25, model 17); "
+                                "AVX512"), rec, "")
+    assert other.verdict == "outside" and other.new_cpu == here
+    assert "family 25, model 17" in other.detail and "re-run on " + here in other.detail
+    same = A.compare(A.Outcome("h00", "c", 80.0, 0.5, math.nan, 1, committed_cpu=here), rec, "")
+    assert same.detail.startswith("same CPU")
+    unknown = A.compare(_outcome(), rec, "")
+    assert "does not say its CPU" in unknown.detail
+    assert A.compare(_outcome(70.2), rec, "").detail == ""  # within: nothing to explain
+    row = A.frame([other]).iloc[0]
+    assert row["committed_cpu"].endswith("AVX512") and row["rerun_cpu"] == here

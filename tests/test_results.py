@@ -128,3 +128,25 @@ def test_50_concurrent_writers_leave_valid_records_one_per_cell(tmp_path, capsys
     pairs, rejects = load_records(runs)
     assert len(pairs) == 39 and [r.path for r in rejects] == [str(files[0])]
     assert str(files[0]) in capsys.readouterr().err
+
+
+def test_launch_info_names_the_cpu_and_the_isa_torch_dispatches_to(monkeypatch, tmp_path):
+    import builtins
+
+    import torch
+
+    from bench import results as res
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                    "model name\t: AMD EPYC\n\nprocessor\t: 1\nmodel name\t: other\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: real_open(fake if p == "/proc/cpuinfo" else p, *a, **k))
+    res.cpu_model.cache_clear()
+    try:
+        assert res.cpu_model() == "AMD EPYC (family 25, model 1)"
+        info = res.launch_info()
+    finally:
+        res.cpu_model.cache_clear()
+    assert info["cpu"] == "AMD EPYC (family 25, model 1)"
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()

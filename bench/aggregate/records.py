@@ -29,7 +29,7 @@ RECORD_COLUMNS = [
     "seed", "status", "fp32_top1", "top1", "top5", "init_top1", "train_epochs", "config_hash", "cell_id",
     "quant_graph", "quant_bn_fold", "quant_only", "quant_bypass", "first_last_bits", "bn_recalib", "cle",
     "bias_correction", "per_channel", "smoke", "calib_size", "data", "git_sha", "wall_s", "started_at",
-    "finished_at", "error", "path", "overrides", "torch_threads",
+    "finished_at", "error", "path", "overrides", "torch_threads", "cpu",
 ]
 # the default initialisation of QAT cells (algo.init=paper, records say "paper"), then bench/conf/config.yaml's default
 # calibration: what the hardware tables prefer, in this order, when a slot has several cells
@@ -127,6 +127,13 @@ def _get(d: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
     return node
 
 
+def cpu_of(rec: Mapping[str, Any]) -> str:
+    """The CPU a record ran on and the vector ISA torch used (``"AMD EPYC (family 25, model 1); AVX2"``), or "" for
+    records written before the launch info carried them."""
+    cpu, isa = _get(rec, "extra.launch.cpu"), _get(rec, "extra.launch.cpu_capability")
+    return "; ".join(str(x) for x in (cpu, isa) if x)
+
+
 def cell_id(rec: Mapping[str, Any]) -> str:
     """Identity of the cell a record belongs to: its config minus ``seed`` (records differing only in seed share it).
 
@@ -203,7 +210,7 @@ def flatten(path: Path, rec: Mapping[str, Any]) -> dict[str, Any]:
         kind=kind, status=status, top1=top1, fp32_top1=_num(rec.get("fp32_top1")),
         top5=_num(rec.get("top5")), init_top1=_num(rec.get("init_top1")), cell_id=cell_id(rec),
         num_classes=num_classes(rec), overrides=launch_overrides(path),
-        torch_threads=_get(rec, "extra.launch.torch_threads"),
+        torch_threads=_get(rec, "extra.launch.torch_threads"), cpu=cpu_of(rec),
         quant_graph=_get(cfg, "quant.graph"), quant_bn_fold=_get(cfg, "quant.bn_fold"),
         quant_only=_get(cfg, "quant.only", "all"), quant_bypass=bool(_get(cfg, "quant.bypass", False)),
         first_last_bits=_get(cfg, "quant.first_last_bits"), sensitivity=bool(_get(cfg, "quant.sensitivity", False)),

@@ -172,3 +172,10 @@ def test_the_legacy_maps_agree_with_the_registries_for_every_name_they_know() ->
     for name in legacy.ORDERS["hw"]:
         hw = OmegaConf.load(CONF_DIR / "hw" / f"{name}.yaml")
         assert (hw.label, hw.order) == (legacy.label("hw", name), legacy.order("hw", name))
+
+
+def test_cells_csv_says_the_cpu_of_each_record() -> None:
+    rec = {"extra": {"launch": {"cpu": "AMD EPYC (family 25, model 1)", "cpu_capability": "AVX2"}}}
+    assert R.cpu_of(rec) == "AMD EPYC (family 25, model 1); AVX2"
+    assert R.cpu_of({"extra": {"launch": {"torch_threads": 1}}}) == ""  # written before the launch info had it
+    assert "cpu" in R.RECORD_COLUMNS
