@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench.aggregate.records import cpu_of
 from bench.errors import BenchError
+from bench.results import cpu_of
 
 MIN_TOLERANCE = 0.5  # points: below this a seed spread is no measure of noise (PTQ cells often have std 0)
 SPREAD_FACTOR = 2.0

@@ -204,6 +204,8 @@ def record_from_row(row: dict[str, str], line: dict) -> dict[str, Any]:
     threads = _int(row.get("torch_threads"))
     if threads is not None:
         extra["launch"] = {"torch_threads": threads}
+    if row.get("cpu"):  # cells.csv's "model; ISA" kept whole: the aggregator writes it back unchanged
+        extra.setdefault("launch", {})["cpu"] = str(row["cpu"])
     for key in ("deploy", "onnx"):
         if line.get(key) is not None:
             extra[key] = line[key]

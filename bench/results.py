@@ -274,6 +274,13 @@ def cpu_model() -> str:
     return name
 
 
+def cpu_of(rec: dict[str, Any]) -> str:
+    """The CPU a record ran on and the vector ISA torch used (``"AMD EPYC (family 25, model 1); AVX2"``), or "" for
+    records written before the launch info carried them."""
+    launch = (rec.get("extra") or {}).get("launch") or {}
+    return "; ".join(str(x) for x in (launch.get("cpu"), launch.get("cpu_capability")) if x)
+
+
 def versions() -> dict[str, str]:
     """Versions of the software a record depends on."""
     import timm

@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, float]] = [
     ("bench.baselines", 4.5),
     ("bench.engine", 4), ("bench.models", 4), ("bench.data", 4),
     ("bench.site", 3.5),  # reads results folders and records, as the aggregator does (whose helpers it uses)
+    ("bench.audit", 3.5),  # reads a results folder and the records its re-runs write (runs cells in subprocesses)
     ("bench.aggregate", 3),
     ("bench.config", 2),
     ("bench.registry", 1), ("bench.results", 1),

@@ -16,7 +16,7 @@ import pandas as pd
 from bench.aggregate import legacy
 from bench.aggregate.axes import AXES, META_COLUMNS, label_column, order_column
 from bench.aggregate.stats import finite, mean_or_nan, summarize
-from bench.results import STATUSES, record_paths
+from bench.results import STATUSES, cpu_of, record_paths
 
 # Fields a record needs to be placed in a table; a record without one of them is rejected as corrupt.
 REQUIRED = (
@@ -125,13 +125,6 @@ def _get(d: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return node
-
-
-def cpu_of(rec: Mapping[str, Any]) -> str:
-    """The CPU a record ran on and the vector ISA torch used (``"AMD EPYC (family 25, model 1); AVX2"``), or "" for
-    records written before the launch info carried them."""
-    cpu, isa = _get(rec, "extra.launch.cpu"), _get(rec, "extra.launch.cpu_capability")
-    return "; ".join(str(x) for x in (cpu, isa) if x)
 
 
 def cell_id(rec: Mapping[str, Any]) -> str:
