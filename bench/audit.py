@@ -203,7 +203,7 @@ def frame(outcomes: list[Outcome]) -> pd.DataFrame:
 
 def _text(x: Any) -> str:
     """A cells.csv cell as text ("" for a missing value: older cells.csv files have no ``cpu`` column)."""
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
+    return "" if pd.isna(x) else str(x)
 
 
 def markdown(outcomes: list[Outcome], meta: dict[str, str]) -> str:

@@ -150,3 +150,11 @@ def test_launch_info_names_the_cpu_and_the_isa_torch_dispatches_to(monkeypatch, 
         res.cpu_model.cache_clear()
     assert info["cpu"] == "AMD EPYC (family 25, model 1)"
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_cpu_of_joins_model_and_isa_and_is_empty_for_older_records():
+    from bench.results import cpu_of
+
+    rec = {"extra": {"launch": {"cpu": "AMD EPYC (family 25, model 1)", "cpu_capability": "AVX2"}}}
+    assert cpu_of(rec) == "AMD EPYC (family 25, model 1); AVX2"
+    assert cpu_of({"extra": {"launch": {"torch_threads": 1}}}) == ""  # written before the launch info had it

@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     from bench import audit as A
     from bench.aggregate.render import csv_text, write_text
     from bench.errors import BenchError
-    from bench.results import git_sha
+    from bench.results import cpu_model, git_sha
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     runs = Path(str(args["runs"] or f"runs/audit/{stamp}"))
@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
         return fail(str(e))
     meta = {"results": str(args["results"]), "commit": git_sha(), "drawn": f"{len(outcomes)} records, seed "
             f"{args['seed']}, kind {args['kind']}" + (f", max_wall {args['max_wall']:g} s" if args["max_wall"] else ""),
-            "machine": f"{platform.machine()}, {_cores()} cores ({_cpu()})", "cache": "empty per record",
+            "machine": f"{platform.machine()}, {_cores()} cores ({cpu_model()})", "cache": "empty per record",
             "wall time": f"{time.perf_counter() - t0:.0f} s",
             "command": "python -m bench audit " + " ".join(argv)}
     write_text(out / "audit.md", A.markdown(outcomes, meta))
@@ -108,14 +108,3 @@ def _cores() -> int:
 
     return os.cpu_count() or 0
 
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
