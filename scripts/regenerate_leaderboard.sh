@@ -4,11 +4,11 @@
 #   bash scripts/regenerate_leaderboard.sh            # every mini experiment, 3 seeds, deployment checks, aggregate
 #   EXPERIMENTS="table7_hw" SEEDS=1 DEPLOY=0 bash scripts/regenerate_leaderboard.sh
 # Order: seed 0 of every experiment first (a stopped run already covers the whole grid), then seeds 1..SEEDS-1 on the
-# resnet18_mini and mobilenetv2_mini rows, then on the other archs (every mini cell takes under ~2 minutes, so every
-# cell gets SEEDS seeds), then the deployment checks (scripts/deploy_report.sh: integer execution and ONNX of Table 7's
-# QAT cells and of PTQ W8A8/W4A4, the latency table). Resumable: cells already recorded under $RUNS are skipped
-# (config_hash), so an interrupted regeneration picks up where it stopped. On another machine, first put the committed
-# (partial) records back: `python -m bench restore runs=$RUNS results=$OUT`, then run this script.
+# resnet18_mini and mobilenetv2_mini rows, then on the other archs the experiment sweeps (every mini cell takes under ~2
+# minutes, so every cell gets SEEDS seeds), then the deployment checks (scripts/deploy_report.sh: integer execution and
+# ONNX of Table 7's QAT cells and of PTQ W8A8/W4A4, the latency table). Resumable: cells already recorded under $RUNS
+# are skipped (config_hash), so an interrupted regeneration picks up where it stopped. On another machine, first put the
+# committed (partial) records back: `python -m bench restore runs=$RUNS results=$OUT`, then run this script.
 # Environment: RUNS (runs/leaderboard), DEPLOY_RUNS (${RUNS}_deploy), LAUNCHER (parallel | local | slurm), JOBS (cells
 # at once with the parallel launcher, 2), THREADS (torch threads per cell; default cores / JOBS), SEEDS (3), DEPLOY
 # (1: run scripts/deploy_report.sh), LATENCY (1: measure the latency table; 0: keep $OUT's), OUT
@@ -41,13 +41,26 @@ sweep() {  # a failing cell is recorded as failed and the sweep goes on; report 
 sweeps_arch() {  # does the experiment sweep over arch (else it has one fixed arch)?
   grep -Eq '^ +arch:' "bench/conf/experiment/$1.yaml"
 }
+swept_archs() {  # swept_archs EXP LIST: the archs of LIST (comma-separated) that EXP's own arch sweep holds
+  local line a out=()
+  line=$(grep -E '^ +arch:' "bench/conf/experiment/$1.yaml" | sed -E 's/^ +arch: *//; s/[][ "'"'"']//g')
+  for a in ${2//,/ }; do [[ ",$line," == *",$a,"* ]] && out+=("$a"); done
+  local IFS=,; echo "${out[*]}"
+}
 for e in $EXPERIMENTS; do sweep "experiment=$e" seed=0; done
 if [ "$SEEDS" -gt 1 ]; then
   more=$(seq -s, 1 $((SEEDS - 1)))
+  # an override arch=... replaces the experiment's own sweep: pass only archs it sweeps, or new cells would appear
   for e in $EXPERIMENTS; do
-    if sweeps_arch "$e"; then sweep "experiment=$e" "arch=$PRIORITY" "seed=$more"; else sweep "experiment=$e" "seed=$more"; fi
+    if ! sweeps_arch "$e"; then sweep "experiment=$e" "seed=$more"; continue; fi
+    a=$(swept_archs "$e" "$PRIORITY")
+    if [ -n "$a" ]; then sweep "experiment=$e" "arch=$a" "seed=$more"; fi
   done
-  for e in $EXPERIMENTS; do sweeps_arch "$e" && sweep "experiment=$e" "arch=$OTHERS" "seed=$more"; done
+  for e in $EXPERIMENTS; do
+    sweeps_arch "$e" || continue
+    a=$(swept_archs "$e" "$OTHERS")
+    if [ -n "$a" ]; then sweep "experiment=$e" "arch=$a" "seed=$more"; fi
+  done
 fi
 # Every file of $OUT is rewritten from the records: the tables go to a fresh folder that then replaces $OUT, so no
 # table of an earlier commit stays beside the new ones. Kept from $OUT: the hand-written findings_notes.yaml and the

@@ -1,6 +1,7 @@
 """scripts/regenerate_leaderboard.sh with a stand-in Python that logs the commands: seed 0 of every experiment first,
-then the other seeds on the priority rows, then on the other archs; the results folder is replaced as a whole (stale
-tables go), keeping the hand-written notes and the audit report; its README names the records' commit and cost."""
+then the other seeds on the priority rows, then on the other archs (only those the experiment itself sweeps); the
+results folder is replaced as a whole (stale tables go), keeping the hand-written notes and the audit report; its
+README names the records' commit and cost."""
 
 from __future__ import annotations
 
@@ -36,16 +37,17 @@ def test_order_seeds_and_replacement(tmp_path: Path) -> None:
     (out / "audit" / "audit.md").write_text("report")
     (out / "latency.csv").write_text("measured")  # LATENCY=0: the latency table is kept as it was measured
     env = {**os.environ, "PY": str(stub), "LOG": str(log), "OUT": str(out), "RUNS": str(tmp_path / "runs"),
-           "EXPERIMENTS": "table7_hw table11_init", "DEPLOY": "0", "SEEDS": "3", "LATENCY": "0"}
+           "EXPERIMENTS": "table7_hw table5_bnfold table11_init", "DEPLOY": "0", "SEEDS": "3", "LATENCY": "0"}
     p = subprocess.run(["bash", str(ROOT / "scripts" / "regenerate_leaderboard.sh")], env=env, capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     runs = [line for line in log.read_text().splitlines() if " run -m " in line]
     assert [r.split(" run -m ")[1].split(" hydra/")[0] for r in runs] == [
-        "experiment=table7_hw seed=0", "experiment=table11_init seed=0",
-        "experiment=table7_hw arch=resnet18_mini,mobilenetv2_mini seed=1,2", "experiment=table11_init seed=1,2",
+        "experiment=table7_hw seed=0", "experiment=table5_bnfold seed=0", "experiment=table11_init seed=0",
+        "experiment=table7_hw arch=resnet18_mini,mobilenetv2_mini seed=1,2",
+        "experiment=table5_bnfold arch=resnet18_mini,mobilenetv2_mini seed=1,2", "experiment=table11_init seed=1,2",
         "experiment=table7_hw arch=resnet50_mini,efficientnet_lite0_mini,regnetx_600mf_mini seed=1,2",
-    ]  # table11_init has one arch: its other seeds run with the priority rows
+    ]  # table11_init has one arch: its other seeds run with the priority rows; table5_bnfold sweeps only those two
     assert "notes seen" in log.read_text()
     assert not (out / "stale_table.md").exists() and (out / "table7_hw_w4a4.md").read_text() == "new\n"
     assert (out / "findings_notes.yaml").exists() and (out / "audit" / "audit.md").read_text() == "report"
