@@ -252,6 +252,9 @@ NON_RESULT_KEYS = (
     "ptq.calib_batch_size", "dist",
     "hw.label", "hw.order",  # how tables show a profile
 )
+# Keys added after records were computed, at the value those records used: left out of config_hash at that value
+# (the same computation, the same hash), hashed at any other.
+LATER_DEFAULTS = {"algo.params.mask_rng": "torch"}
 QUANT_ONLY = ("all", "weights", "acts")
 
 GROUPS = ("algo", "calib", "hw", "bits", "arch", "data", "train", "baseline", "recon", "debug", "experiment")

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from bench import baselines
 from bench.algos import ALGOS, CellContext
 from bench.algos.quantized import first_last_bits
-from bench.config import NON_RESULT_KEYS, num_workers, to_container
+from bench.config import LATER_DEFAULTS, NON_RESULT_KEYS, num_workers, to_container
 from bench.data import DATASETS, build_data
 from bench.engine import allocator, distributed
 from bench.engine.eval_cache import evaluate_cached
@@ -75,12 +75,22 @@ def hashed_config(cfg: DictConfig) -> dict[str, Any]:
     if identity is not None:  # published weights: their sha256 is what the cell starts from, not the recipe
         data["baseline"] = identity
     for dotted in NON_RESULT_KEYS:
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.get(p, {})
-        node.pop(leaf, None)
+        _pop(data, dotted)
+    for dotted, value in LATER_DEFAULTS.items():
+        _pop(data, dotted, value)
     return data
+
+
+def _pop(data: dict[str, Any], dotted: str, only: Any = None) -> None:
+    """Remove the nested key ``dotted`` from ``data`` (only where its value is ``only``, when given)."""
+    node = data
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node.get(p, {})
+        if not isinstance(node, dict):
+            return
+    if leaf in node and (only is None or node[leaf] == only):
+        del node[leaf]
 
 
 def describe(cfg: DictConfig, num_classes: int | None = None) -> dict[str, Any]:

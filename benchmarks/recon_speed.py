@@ -3,7 +3,7 @@ same block, per method and stage, side by side in one process (issue 18, item 4;
 
 Usage: ``python benchmarks/recon_speed.py [--threads 2] [--batch 32] [--iters 40] [--rounds 3] [--hw tensorrt]
 [--bits w4a8] [--methods adaround,brecq,qdrop,ioso] [--units resnet18_mini:layer2.0,mobilenetv2_mini:blocks.2.0]
-[--fused]``.
+[--fused] [--splitmix]``.
 
 Every variant runs on the same prepared, calibrated model (fresh weights, random 1x32x32 images: speed does not
 depend on the values): ``plain`` is the block's subgraph with every quantizer off, trained for ``--iters`` steps on its
@@ -20,6 +20,7 @@ import copy
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -75,10 +76,11 @@ def plain_step(gm: torch.fx.GraphModule, block: str, images: torch.Tensor, batch
 
 
 def stage_step(gm: torch.fx.GraphModule, method: str, stage_index: int, block: str, images: torch.Tensor,
-               batch: int) -> tuple[str, Callable[[int], float]]:
-    """(stage name, ``run(iters)``: seconds of ``reconstruct`` of that stage over the block with ``iters``)."""
+               batch: int, **params: Any) -> tuple[str, Callable[[int], float]]:
+    """(stage name, ``run(iters)``: seconds of ``reconstruct`` of that stage over the block with ``iters``), the
+    method's ``algo.params`` at their defaults but ``params``."""
     algo = ALGOS.get(method)
-    stage = algo.stages(algo.params_type())[stage_index]
+    stage = algo.stages(algo.params_type(**params))[stage_index]
     units = [u.name for u in partition(gm, stage.units) if u.name == block or u.name.startswith(block + ".")]
 
     def run(iters: int) -> float:
@@ -120,6 +122,8 @@ def main() -> None:
     p.add_argument("--methods", default="adaround,brecq,qdrop,ioso")
     p.add_argument("--units", default="resnet18_mini:layer2.0,mobilenetv2_mini:blocks.2.0")
     p.add_argument("--fused", action="store_true", help="also time every stage with LSQ's fused CPU kernels")
+    p.add_argument("--splitmix", action="store_true",
+                   help="also time QDrop with algo.params.mask_rng=splitmix (bench.ptq.drop: other masks)")
     args = p.parse_args()
     try:
         run(args)
@@ -160,6 +164,11 @@ def run(args: argparse.Namespace) -> None:
                 variants[f"{method}:{name}"] = run
                 if args.fused:
                     variants[f"{method}:{name} fused"] = with_fused(run)
+                if args.splitmix and method == "qdrop":
+                    _, run = stage_step(gm, method, i, block, images, args.batch, mask_rng="splitmix")
+                    variants[f"{method}:{name} splitmix"] = run
+                    if args.fused:
+                        variants[f"{method}:{name} splitmix fused"] = with_fused(run)
         per_iter: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(args.rounds):
             for name, run in variants.items():

@@ -30,6 +30,7 @@ from bench.algos.base import AlgoParams, CellContext, register_algo
 from bench.algos.quantized import QuantizedAlgorithm
 from bench.errors import BenchError
 from bench.ptq.calibrate import calibrate_acts
+from bench.ptq.drop import MASK_RNGS
 from bench.ptq.ioso import (
     GROUP_VALUES,
     IOSOQuantizer,
@@ -68,10 +69,15 @@ class QDropParams(AlgoParams):
     """``algo.params`` of QDrop."""
 
     drop_prob: float = 0.5  # probability of keeping an activation in full precision during reconstruction
+    # the masks' random numbers: torch.rand as QDrop's reference code (serial on the CPU), or SplitMix64 counters
+    # computed in parallel and fused with the selection (bench.ptq.drop: faster, other masks, other results)
+    mask_rng: str = "torch"
 
     def check(self) -> None:
         if not 0 <= self.drop_prob < 1:
             raise BenchError(f"algo.params.drop_prob={self.drop_prob} must be in [0, 1)")
+        if self.mask_rng not in MASK_RNGS:
+            raise BenchError(f"unknown algo.params.mask_rng {self.mask_rng!r}; accepted: {', '.join(MASK_RNGS)}")
 
 
 @dataclass(frozen=True)
@@ -170,7 +176,8 @@ class QDrop(ReconAlgorithm):
     params_type = QDropParams
 
     def stages(self, p: QDropParams) -> list[Stage]:
-        return [Stage("qdrop", units="block", acts_on=True, learn_acts=True, drop_prob=p.drop_prob)]
+        return [Stage("qdrop", units="block", acts_on=True, learn_acts=True, drop_prob=p.drop_prob,
+                      mask_rng=p.mask_rng)]
 
 
 @register_algo(label="IOSO", order=130)

@@ -33,6 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bench.models.graph import set_submodule
+from bench.ptq import drop
 from bench.ptq.frozen import FrozenWeightQuantizer
 from bench.ptq.rounding import AdaRoundQuantizer
 from bench.ptq.units import Unit, capture, graph_input, partition, quant_enabled, subgraph_module
@@ -70,6 +71,7 @@ class Stage:
     acts_on: bool = False  # activation quantizers on while reconstructing (and in the cached x_q)
     learn_acts: bool = False  # learn the activation step sizes (requires acts_on)
     drop_prob: float = 0.0  # QDrop
+    mask_rng: str = "torch"  # QDrop's masks: torch.rand (its reference code) | splitmix (bench.ptq.drop)
     fisher: bool = False  # BRECQ's Fisher-weighted loss
     # the learned-rounding quantizer of a layer: (calibrated quantizer, fixed weight, layer module) -> quantizer
     quantizer: Callable[[FakeQuantize, torch.Tensor, nn.Module], AdaRoundQuantizer] = (
@@ -114,6 +116,7 @@ class ReconActQuantizer(FakeQuantize):
         self.s = nn.Parameter(source.scale.detach().clone().reshape(1))
         self.z = None if source.spec.symmetric else nn.Parameter(source.zero_point.detach().float().reshape(1))
         self.drop_prob = 0.0
+        self.mask_rng = "torch"
 
     def _step(self) -> torch.Tensor:
         s = self.s.abs().clamp_min(EPS)
@@ -128,6 +131,8 @@ class ReconActQuantizer(FakeQuantize):
         z = self.z if self.z is not None else torch.zeros_like(s)
         q = lsq_fake_quantize(x, s, z, qmin, qmax, 1.0, None, self.spec.rounding)
         if self.drop_prob > 0:
+            if self.mask_rng == "splitmix":
+                return drop.drop(x, q, drop.draw_key(), self.drop_prob)
             return torch.where(torch.rand_like(x) < self.drop_prob, x, q)
         return q
 
@@ -282,12 +287,14 @@ def _reconstruct_unit(
             for it in bar:
                 idx = torch.randint(0, n, (min(settings.batch_size, n),), generator=gen)
                 x = x_q[idx]
-                if stage.drop_prob > 0:
+                if stage.drop_prob > 0 and stage.mask_rng == "splitmix":
+                    x = drop.select(x_fp[idx], x, drop.draw_key(gen), stage.drop_prob)
+                elif stage.drop_prob > 0:
                     # drawn from the seeded CPU generator (the same masks on every device), then moved to the data
                     keep = torch.rand(x.shape, generator=gen).to(x.device) < stage.drop_prob
                     x = torch.where(keep, x_fp[idx], x)
                 for _, _, lq in learned_acts:
-                    lq.drop_prob = stage.drop_prob
+                    lq.drop_prob, lq.mask_rng = stage.drop_prob, stage.mask_rng
                 out = sub(x)
                 rec = rec_loss(out, y_fp[idx], None if fisher is None else fisher[idx])
                 beta = beta_at(it, settings)

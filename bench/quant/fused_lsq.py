@@ -117,6 +117,12 @@ def _kernels() -> Any:
     return _ext
 
 
+def extension() -> Any:
+    """The C++ extension (these kernels and QDrop's counter-based masks, :mod:`bench.ptq.drop`), built on first use;
+    raises where it cannot be built (no C++ compiler)."""
+    return _kernels()
+
+
 def _reason(msg: str) -> str:
     """One line saying why a build failed: torch's message starts with ninja's echo of the compile command, the
     compiler's own error comes later."""

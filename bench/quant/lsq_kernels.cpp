@@ -2,9 +2,12 @@
 // Every element goes through the IEEE operations of bench/quant/lsq.py in the same order; built without
 // floating-point contraction or fast-math, so the results are those of the eager kernels bit for bit. Built with
 // -fopenmp: at::parallel_for splits the work over torch's intra-op threads only in an OpenMP build.
+// Also QDrop's counter-based drop masks (bench/ptq/drop.py): integer arithmetic and selections only.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -120,6 +123,69 @@ std::vector<torch::Tensor> bwd(torch::Tensor x, torch::Tensor grad, torch::Tenso
   return {gx, ps};
 }
 
+// keep element i: the i-th output of SplitMix64 seeded with `key` (Steele et al. 2014), its top 53 bits below t
+inline bool keep(uint64_t key, int64_t i, uint64_t t) {
+  uint64_t z = key + static_cast<uint64_t>(i + 1) * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return (z >> 11) < t;
+}
+
+// k ? a : b on the bits, without a branch: the masks are random, a branch would be mispredicted half the time
+inline float pick(bool k, float a, float b) {
+  uint32_t ua, ub;
+  std::memcpy(&ua, &a, 4);
+  std::memcpy(&ub, &b, 4);
+  const uint32_t m = 0u - static_cast<uint32_t>(k);
+  const uint32_t r = (ua & m) | (ub & ~m);
+  float out;
+  std::memcpy(&out, &r, 4);
+  return out;
+}
+
+torch::Tensor drop_mask(int64_t n, int64_t key, int64_t t) {
+  auto out = torch::empty({n}, torch::kBool);
+  bool* o = out.data_ptr<bool>();
+  const uint64_t k = static_cast<uint64_t>(key), tt = static_cast<uint64_t>(t);
+  at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) o[i] = keep(k, i, tt);
+  });
+  return out;
+}
+
+// keep(i) ? a[i] : b[i]
+torch::Tensor drop_select(torch::Tensor a, torch::Tensor b, int64_t key, int64_t t) {
+  check(a, "drop select");
+  check(b, "drop select");
+  TORCH_CHECK(a.numel() == b.numel(), "drop select: a and b differ in size");
+  auto out = torch::empty_like(a);
+  const float *pa = a.data_ptr<float>(), *pb = b.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const uint64_t k = static_cast<uint64_t>(key), tt = static_cast<uint64_t>(t);
+  at::parallel_for(0, a.numel(), 16384, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) o[i] = pick(keep(k, i, tt), pa[i], pb[i]);
+  });
+  return out;
+}
+
+// the gradient of select split: (keep ? g : 0, keep ? 0 : g)
+std::vector<torch::Tensor> drop_split(torch::Tensor g, int64_t key, int64_t t) {
+  check(g, "drop split");
+  auto ga = torch::empty_like(g), gb = torch::empty_like(g);
+  const float* pg = g.data_ptr<float>();
+  float *oa = ga.data_ptr<float>(), *ob = gb.data_ptr<float>();
+  const uint64_t k = static_cast<uint64_t>(key), tt = static_cast<uint64_t>(t);
+  at::parallel_for(0, g.numel(), 16384, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) {
+      const bool kp = keep(k, i, tt);
+      oa[i] = pick(kp, pg[i], 0.f);
+      ob[i] = pick(kp, 0.f, pg[i]);
+    }
+  });
+  return {ga, gb};
+}
+
 // how many threads at::parallel_for uses for a large range (1 unless the extension was built with OpenMP)
 int64_t threads() {
   std::mutex mu;
@@ -138,5 +204,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fwd", &fwd, "LSQ forward: clamp(round(x * r), lo, hi) * sb", py::call_guard<py::gil_scoped_release>());
   m.def("bwd", &bwd, "LSQ backward before the sums: grad_x, ds * grad[, grad * dz]",
         py::call_guard<py::gil_scoped_release>());
+  m.def("mask", &drop_mask, "QDrop's keep mask of n elements", py::call_guard<py::gil_scoped_release>());
+  m.def("select", &drop_select, "keep ? a : b with QDrop's keep mask", py::call_guard<py::gil_scoped_release>());
+  m.def("split", &drop_split, "(keep ? g : 0, keep ? 0 : g)", py::call_guard<py::gil_scoped_release>());
   m.def("threads", &threads, "threads at::parallel_for splits a large range over");
 }

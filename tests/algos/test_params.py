@@ -25,6 +25,7 @@ def test_every_algorithm_yaml_gives_its_typed_parameters(make_cfg, name):
     (["algo=bitsplit", "algo.params.iters=two"], "algo.params.iters='two' must be an integer"),
     (["algo=bitsplit", "algo.params.ecaq=1"], "algo.params.ecaq=1 must be true or false"),
     (["algo=qdrop", "algo.params.drop_prob=1.0"], r"algo.params.drop_prob=1.0 must be in \[0, 1\)"),
+    (["algo=qdrop", "algo.params.mask_rng=philox"], "unknown algo.params.mask_rng 'philox'; accepted: torch, splitmix"),
     (["algo=dsq", "algo.params.alpha=1.5"], "algo.params.alpha=1.5 out of range; accepted: 0 < alpha < 1"),
     (["algo=lsq", "algo.params.kernel=cuda"], "unknown algo.params.kernel 'cuda'; accepted: paper, torch"),
     (["algo=pact", "algo.params.qparam_weight_decay=-1"], "algo.params.qparam_weight_decay=-1.0 must be >= 0"),

@@ -75,3 +75,15 @@ def test_presets(make_cfg):
     assert cfg.recon.preset == "imagenet" and cfg.recon.iters == 20000 and cfg.data.name == "imagenet"
     std = make_cfg("experiment=ptq_standard")
     assert std.algo.name == "adaround" and std.ptq.cle and std.calib.weight == "mse" and std.calib.act == "mse"
+
+
+def test_qdrop_mask_rng_moves_the_hash_only_when_not_the_default(make_cfg):
+    # records computed before the key existed used torch.rand masks: the default keeps their hash
+    torch_masks = make_cfg("algo=qdrop")
+    assert torch_masks.algo.params.mask_rng == "torch"
+    assert "mask_rng" not in runner.hashed_config(torch_masks)["algo"]["params"]
+    assert runner.hashed_config(torch_masks)["algo"]["params"] == {"drop_prob": 0.5}
+    splitmix = make_cfg("algo=qdrop", "algo.params.mask_rng=splitmix")
+    assert runner.hashed_config(splitmix)["algo"]["params"] == {"drop_prob": 0.5, "mask_rng": "splitmix"}
+    assert runner.cell_hash(splitmix) != runner.cell_hash(torch_masks)
+    assert ALGOS.get("qdrop").stages(ALGOS.get("qdrop").params(splitmix))[0].mask_rng == "splitmix"
