@@ -225,8 +225,12 @@ def _write(res: Results, index: CellIndex, out: Path, runs: Path | None, ref: Re
             findings_page = f"tables/{t.slug}.html"
     # cell pages
     ctpl = env.get_template("cell.html")
+    curve_jobs: list[tuple[list[dict], Path, str]] = []
     for cell in index:
-        _cell_page(ctpl, site, cell, index, labels, res, out, report)
+        _cell_page(ctpl, site, cell, index, labels, res, out, report, curve_jobs)
+    from bench.site.plots import render_curves
+
+    render_curves(curve_jobs)
     # index
     figures = [(f"figures/{p.relative_to(res.root)}", p.stem.replace("_", " ")) for p in res.figures]
     curves = [(f"figures/{p.relative_to(res.root)}", p.stem.replace("_", " ")) for p in res.curves]
@@ -281,7 +285,7 @@ def _run_facts(res: Results, index: CellIndex) -> list[tuple[str, str]]:
 
 
 def _cell_page(tpl: Any, site: _Site, cell: Cell, index: CellIndex, labels: dict, res: Results, out: Path,
-               report: SiteReport) -> None:
+               report: SiteReport, curve_jobs: list[tuple[list[dict], Path, str]]) -> None:
     row = cell.row
     title = cell.title(labels)
     facts = [(k, _show(row.get(k))) for k in FACT_FIELDS if k in row and _show(row.get(k)) != "-"]
@@ -324,7 +328,7 @@ def _cell_page(tpl: Any, site: _Site, cell: Cell, index: CellIndex, labels: dict
         f"check: from the results' {BUNDLE_NAME} (written by python -m bench aggregate beside cells.csv).")
     needs = f"Needs the run folder (runs=) or the results' {BUNDLE_NAME}."
     # curve
-    curve, curve_alt = _curve(cell, info, title, res, out, report)
+    curve, curve_alt = _curve(cell, info, title, res, out, report, curve_jobs)
     # quantizers
     qrows = quantizer_rows(info.quantizers) if info is not None else []
     qnote = ("This record quantizes nothing (FP32)." if norm(row.get("kind")) == "fp32" else
@@ -372,14 +376,15 @@ def _axis_text(cell: Cell, axis: str, labels: dict) -> str:
 
 
 def _curve(cell: Cell, info: Details | None, title: str, res: Results, out: Path,
-           report: SiteReport) -> tuple[str, str]:
+           report: SiteReport, curve_jobs: list[tuple[list[dict], Path, str]]) -> tuple[str, str]:
     """(image path relative to the cell page, its description): the record's own curve from its metrics rows (run
-    folder or the results' bundle), else the results folder's curve of its arch and profile, else ('', why not)."""
+    folder or the results' bundle; drawn later, with the others, from ``curve_jobs``), else the results folder's
+    curve of its arch and profile, else ('', why not)."""
     if info is not None and info.curve:
-        from bench.site.plots import curve_png
+        from bench.site.plots import has_curve
 
-        path = curve_png(info.curve, out / "cells" / f"{cell.config_hash}.png", title)
-        if path is not None:
+        if has_curve(info.curve):
+            curve_jobs.append((info.curve, out / "cells" / f"{cell.config_hash}.png", title))
             report.curves += 1
             where = "metrics.jsonl" if info.source != BUNDLE else \
                 f"metrics.jsonl as the results' {BUNDLE_NAME} keeps it, at most 200 points"

@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def _phases(rows: list[dict]) -> dict[str, list[dict]]:
+    """The metrics rows with a step and a train or test value, by phase."""
+    phases: dict[str, list[dict]] = {}
+    for r in rows:
+        if "step" in r and ("train_top1" in r or "train_loss" in r or "test_top1" in r):
+            phases.setdefault(str(r.get("phase", "train")), []).append(r)
+    return phases
+
+
+def has_curve(rows: list[dict]) -> bool:
+    """Whether :func:`curve_png` draws something for ``rows``."""
+    return bool(_phases(rows))
+
+
+def render_curves(jobs: list[tuple[list[dict], Path, str]], workers: int | None = None) -> None:
+    """:func:`curve_png` of every ``(rows, path, title)``, in parallel processes when there are many (drawing is
+    matplotlib's single-threaded Python: a results folder has hundreds of curves). Forked workers (they only draw);
+    not spawned, which would re-run a caller's script that lacks an ``if __name__ == "__main__"`` guard."""
+    from multiprocessing import get_all_start_methods, get_context
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(workers or cores, max(1, len(jobs) // 16))
+    if workers <= 1 or "fork" not in get_all_start_methods():
+        for rows, path, title in jobs:
+            curve_png(rows, path, title)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+        list(pool.map(curve_png, *zip(*jobs, strict=True), chunksize=max(1, len(jobs) // (4 * workers))))
 
 
 def curve_png(rows: list[dict], path: Path, title: str) -> Path | None:
     """Loss and top-1 against the global step, one line per phase (``qat``, ``fp32_baseline``...), test top-1 per
     epoch as markers; None when the metrics have no step with a train or test value."""
-    phases: dict[str, list[dict]] = {}
-    for r in rows:
-        if "step" in r and ("train_top1" in r or "train_loss" in r or "test_top1" in r):
-            phases.setdefault(str(r.get("phase", "train")), []).append(r)
+    phases = _phases(rows)
     if not phases:
         return None
     import matplotlib
