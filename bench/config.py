@@ -310,12 +310,16 @@ def check_keys(cfg: Any) -> None:
                     raise ConfigError(f"unknown config key {name}.{key}; accepted: {', '.join(allowed)}")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def num_workers(value: int | None) -> int:
     """``data.num_workers``: the value, or for null the machine's usable cores (at most 8)."""
     if value is not None:
         return int(value)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(8, cores)
+    return min(8, usable_cores())
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -26,8 +25,9 @@ def render_curves(jobs: list[tuple[list[dict], Path, str]], workers: int | None 
     not spawned, which would re-run a caller's script that lacks an ``if __name__ == "__main__"`` guard."""
     from multiprocessing import get_all_start_methods, get_context
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = min(workers or cores, max(1, len(jobs) // 16))
+    from bench.config import usable_cores
+
+    workers = min(workers or usable_cores(), max(1, len(jobs) // 16))
     if workers <= 1 or "fork" not in get_all_start_methods():
         for rows, path, title in jobs:
             curve_png(rows, path, title)
