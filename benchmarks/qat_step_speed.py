@@ -11,13 +11,14 @@ data, 10 classes) trained with the same step
 - ``fp32``: the plain model;
 - each QAT algorithm at W4A4 on ``--hw`` (QIL / APoT on academic, the only profile they run on), prepared and
   calibrated by the harness (BN folding of the profile included);
-- with ``--fused``, LSQ and LSQ+ again with their fused CPU kernels (:mod:`bench.quant.fused_lsq`, ``fused=true``
-  in a cell; built once per machine, and probed against the eager kernels, during the warm-up steps);
+- with ``--fused``, every algorithm again with the fused CPU kernels of a cell's ``fused=true`` (LSQ's and LSQ+'s
+  quantizers, :mod:`bench.quant.fused_lsq`; strategy 4's BN fold, :mod:`bench.quant.fused_fold`, on the profiles
+  that fold so; built once per machine, and probed against the eager kernels, during the warm-up steps);
 - ``torch.ao``: PyTorch's own QAT, ``prepare_qat_fx`` with ``get_default_qat_qconfig_mapping("x86")`` (its default
   fake-quant modules and Conv-BN fusion).
 Variants are timed in interleaved rounds (``--rounds``), so machine noise hits them alike; the median step of each
-is reported with its ratio to the FP32 step. The target of the QAT issue is LSQ / TensorRT <= 1.5x and below
-torch.ao.
+is reported with its ratio to the FP32 step. The targets of the speed issue (18): LSQ / FP32 <= 1.3x, every QAT
+algorithm <= 1.5x, and below torch.ao.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from bench.quant.insert import prepare
 from bench.quant.profiles import load_profile
 
 QAT = ["lsq", "lsqplus", "pact", "dsq", "dorefa", "qil", "apot"]
-FUSED = ("lsq", "lsqplus")  # their quantizer runs the fused kernels of bench.quant.fused_lsq
 
 
 def harness_qat(model: nn.Module, algo: str, hw: str, calib: torch.Tensor) -> nn.Module:
@@ -67,7 +67,7 @@ def torch_ao_qat(model: nn.Module, example: torch.Tensor) -> nn.Module:
 
 
 def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fused: bool = False) -> Callable[[], None]:
-    """One training step of ``model`` on ``(x, y)`` (on their device; synchronised on CUDA), with LSQ's fused CPU
+    """One training step of ``model`` on ``(x, y)`` (on their device; synchronised on CUDA), with the fused CPU
     kernels on or off (:mod:`bench.quant.fused_lsq`, a cell's ``fused=true``; the same numbers either way)."""
     model.to(x.device).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
@@ -99,7 +99,7 @@ def main() -> None:
     p.add_argument("--mmap", action="store_true",
                    help="leave glibc's mmap of large blocks on (cells turn it off: bench.engine.allocator)")
     p.add_argument("--fused", action="store_true",
-                   help="also time LSQ / LSQ+ with their fused CPU kernels (a cell's fused=true; same numbers)")
+                   help="also time every algorithm with the fused CPU kernels (a cell's fused=true; same numbers)")
     p.add_argument("--no-torch-ao", action="store_true", help="leave out PyTorch's prepare_qat_fx variant")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -121,7 +121,7 @@ def main() -> None:
     for algo in args.algos.split(","):
         hw = "academic" if ALGOS.get(algo).academic_only else args.hw  # type: ignore[attr-defined]
         variants[f"{algo}/{hw}"] = make_step(harness_qat(model, algo, hw, calib), x, y)
-        if args.fused and algo in FUSED:
+        if args.fused:
             variants[f"{algo}/{hw} fused"] = make_step(harness_qat(model, algo, hw, calib), x, y, fused=True)
     if not args.no_torch_ao:
         variants["torch.ao prepare_qat_fx"] = make_step(torch_ao_qat(model, x.cpu()), x, y)

@@ -63,10 +63,10 @@ class LSQQuantizer(LearnableQuantizer):
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         qmin, qmax = self.qrange
         s = self._scale()
-        z = self.z if self.z is not None else torch.zeros_like(s)
-        if self.z is not None:
+        z = self.z  # None on symmetric grids: a zero point of 0, not learned
+        if z is not None:
             with torch.no_grad():  # the zero point stays on the integer grid (MQBench clamps it likewise)
-                self.z.clamp_(qmin, qmax)
+                z.clamp_(qmin, qmax)
         axis = self.ch_axis
         g = lsq_grad_factor(x.numel() if axis is None else x.numel() // x.shape[axis], qmax)
         kernel = self.params.kernel if isinstance(self.params, LSQParams) else "paper"

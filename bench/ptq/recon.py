@@ -128,8 +128,7 @@ class ReconActQuantizer(FakeQuantize):
         if self.z is not None:
             with torch.no_grad():
                 self.z.clamp_(qmin, qmax)
-        z = self.z if self.z is not None else torch.zeros_like(s)
-        q = lsq_fake_quantize(x, s, z, qmin, qmax, 1.0, None, self.spec.rounding)
+        q = lsq_fake_quantize(x, s, self.z, qmin, qmax, 1.0, None, self.spec.rounding)  # z None: symmetric
         if self.drop_prob > 0:
             if self.mask_rng == "splitmix":
                 return drop.drop(x, q, drop.draw_key(), self.drop_prob)

@@ -1,15 +1,21 @@
 """LSQ's fake quantizer as fused CPU kernels: forward in one pass over ``x``, backward in one pass plus the gradient
-sums, hand-written in C++ (``lsq_kernels.cpp``, built once per machine by ``torch.utils.cpp_extension``).
+sums, hand-written in C++ (``lsq_kernels.cpp``, built once per machine by ``torch.utils.cpp_extension``), one call
+from Python each way.
 
 Bit for bit the eager kernel's numbers: every element goes through the same IEEE operations in the same order as in
-:mod:`bench.quant.lsq` (a product with the eager reciprocal of the step, a rounding, a clamp, a product; comparisons,
+:mod:`bench.quant.lsq` (a product with the reciprocal of the step, a rounding, a clamp, a product; comparisons,
 selections and products in backward), built without floating-point contraction or fast-math, and the sums over
-elements stay eager reductions of the same products, so their summation order is the eager one. What changes is the
-number of passes over memory (forward 4 -> 1, backward about 8 -> 2), what forward saves for backward (the input
-instead of two new tensors of its size) and the Python work per call (one call each way). Used on the CPU only; the
-first use of each variant in a process compares the kernels with the eager formulas on probe tensors (ties, the
-bands just outside the grid, random values) and falls back to eager, with a warning, if they differ or if the build
-fails (no C++ compiler): numbers never depend on which kernel ran.
+elements stay the eager reductions (ATen's ``sum`` over the same dimensions of products of the same layout, called
+from C++), so their summation order is the eager one. The step's reciprocal, the rounded zero point and the code
+bounds are derived in C++ per channel with the eager ops' IEEE results. What changes is the number of passes over
+memory (forward 4 -> 1, backward about 8 -> 2), what forward saves for backward (the input instead of two new tensors
+of its size) and the Python work per call (one call each way instead of about twenty small ops). The loops are
+branch-free (selections on bits), so that the compiler vectorizes them without fast-math: a ``c ? a : b`` between
+float expressions kept backward scalar, 20x slower. Used on the CPU only; the first use of each variant in a process
+compares the kernels with the eager formulas on probe tensors (ties, the bands just outside the grid, random values)
+and falls back to eager, with a warning, if they differ or if the build fails (no C++ compiler): numbers never depend
+on which kernel ran. The same extension holds strategy 4's fold kernels (:mod:`bench.quant.fused_fold`) and QDrop's
+masks (:mod:`bench.ptq.drop`).
 
 The extension is built with ``-march=native`` into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``) under a name that includes a fingerprint of the CPU (and of the flags and the source),
@@ -23,6 +29,7 @@ import hashlib
 import logging
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,90 +140,94 @@ def _reason(msg: str) -> str:
     return lines[0][:300] if lines else ""
 
 
-def _dims(shape: torch.Size, ch_axis: int | None) -> tuple[int, int]:
-    """``(C, inner)``: a contiguous tensor seen as ``[outer, C, inner]``, ``C = 1`` per tensor."""
-    if ch_axis is None:
-        return 1, shape.numel()
-    return shape[ch_axis], shape[ch_axis + 1:].numel()
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    """A step-shaped tensor (0-dim, or one value per channel) as the kernels read it: contiguous, 1-D, detached."""
-    return t.detach().reshape(-1).contiguous()
-
-
 def _probe(key: tuple) -> bool:
-    """The kernels against the eager formulas on values that hit every branch: exact ties (steps that are powers of
-    two, so ``u`` is exactly ``k + 1/2``), codes at the grid's ends, the bands just outside it, random values and random
-    steps; per channel with runs of one element and runs longer than a vector, per tensor longer than one thread's
-    share and with a vector loop's tail."""
-    rounding, zero_z, need_z, per_channel = key
+    """The kernels against the eager formulas (those of :mod:`bench.quant.lsq`, written out here) on values that hit
+    every branch: exact ties (steps that are powers of two, so ``u`` is exactly ``k + 1/2``), codes at the grid's ends,
+    the bands just outside it, random values and random steps, zero points of 0 and not; per channel with runs of one
+    element and runs longer than a vector, per tensor longer than one thread's share and with a vector loop's tail.
+    Forward, the input gradient and the summed gradients of the step and the zero point are compared bit for bit."""
+    rounding, has_z, need_z, per_channel = key
     g = torch.Generator().manual_seed(0)
+    qmin, qmax, gf = -8, 7, 0.3
     for shape in ([3, 7, 113], [2, 5, 1], [1, 3, 16 * 2048 + 5]) if per_channel else ([16 * 97 + 5], [40001]):
         n = torch.Size(shape).numel()
         k = torch.arange(-12, 12.25, 0.25)  # in steps: ties, the grid's ends (-8 / 7 here), the bands around them
         k = k.repeat(n // len(k) + 1)[:n][torch.randperm(n, generator=g)]
         k = (k + (torch.rand(n, generator=g) < 0.3) * torch.randn(n, generator=g)).reshape(shape)
-        cshape = [1, shape[1], 1] if per_channel else []  # the step: 0-dim per tensor, [1, C, 1] per channel
         ch_axis = 1 if per_channel else None
-        pow2 = 2.0 ** torch.randint(-4, 0, cshape, generator=g).float()
-        z = torch.zeros(cshape) if zero_z else torch.randint(-3, 4, cshape, generator=g).float()
-        qmin, qmax = -8, 7
-        for s in (pow2, 0.05 + torch.rand(cshape, generator=g)):
-            x, grad = k * s, torch.randn(shape, generator=g)
-            r = s.reciprocal()
-            lo, hi = qmin - z, qmax - z
-            u = x * r
-            code = round_float(u, rounding).clamp(lo, hi)
-            v = u + z
-            clipped = torch.le(v, qmin) | torch.ge(v, qmax)
-            want = (code * s, grad.masked_fill(clipped, 0.0), torch.where(clipped, code, code - u) * grad,
-                    grad * torch.where(clipped, -s.expand_as(v), torch.zeros_like(v)))
-            got = (forward(x, r, s, lo, hi, rounding, ch_axis),
-                   *backward(x, r, s, lo, hi, z, qmin, qmax, grad, rounding, zero_z, need_z, ch_axis))
-            if len(got) != 3 + need_z or not all(torch.equal(a, b) for a, b in zip(want, got, strict=False)):
-                return False
+        pshape = [shape[1]] if per_channel else [1]  # steps / zero points as the quantizers hold them
+        bshape = [1, shape[1], 1] if per_channel else []  # and as they broadcast
+        dims = [0, 2] if per_channel else list(range(len(shape)))
+        zs = [None] if not has_z else [torch.zeros(pshape), torch.randint(-3, 4, pshape, generator=g) + 0.3]
+        for z in zs:
+            for s in (2.0 ** torch.randint(-4, 0, pshape, generator=g).float(), 0.05 + torch.rand(pshape, generator=g)):
+                sb = s.reshape(bshape)
+                x, grad = k * sb, torch.randn(shape, generator=g)
+                zr = torch.zeros_like(s) if z is None else torch.floor(z + 0.5).clamp(qmin, qmax)
+                zb = zr.reshape(bshape)
+                u = x * sb.reciprocal()
+                code = round_float(u, rounding).clamp(qmin - zb, qmax - zb)
+                v = u + zb
+                clipped = torch.le(v, qmin) | torch.ge(v, qmax)
+                want = [code * sb, grad.masked_fill(clipped, 0.0),
+                        (torch.where(clipped, code, code - u) * grad).sum(dim=dims).reshape(s.shape) * gf]
+                if need_z:
+                    dz = torch.where(clipped, -sb.expand_as(v), torch.zeros_like(v))
+                    want.append((grad * dz).sum(dim=dims).reshape(zr.shape) * gf)
+                got = [forward(x, s, z, qmin, qmax, rounding, ch_axis),
+                       *backward(x, s, z, qmin, qmax, grad, rounding, need_z, ch_axis, gf)]
+                if len(got) != len(want) or not all(torch.equal(a, b) for a, b in zip(want, got, strict=True)):
+                    return False
     return True
 
 
-def variant(x: torch.Tensor, rounding: str, zero_z: bool, need_z: bool, ch_axis: int | None) -> tuple | None:
-    """The fused kernels' variant for ``x`` (the rounding, the zero point's case, per tensor or per channel), probed
-    against the eager formulas on its first use in this process; ``None`` where the fused kernels cannot be used (not
-    a contiguous float32 CPU tensor, turned off, or failed: then they are off for the rest of the process).
-    Contiguous only: the gradient sums then see the memory layout the eager kernel's products have, so they add in
-    the same order."""
-    if not usable(x) or not x.is_contiguous() or rounding not in ROUNDINGS:
-        return None
-    key = (rounding, zero_z, need_z, ch_axis is not None)
+def probed(key: tuple, probe: Callable[[], bool]) -> bool:
+    """Whether the fused kernels are on and those behind ``key`` agree with their eager formulas: ``probe()`` runs on
+    the first use of ``key`` in this process; a failed build or a disagreement turns every fused kernel off for the
+    rest of it, with one warning (eager kernels give the same numbers)."""
+    if not enabled():
+        return False
     if key not in _checked:
         try:
             _kernels()
-            ok = _probe(key)
+            ok = probe()
         except Exception as e:  # no compiler, an unsupported platform: eager gives the same numbers
             log.warning("fused LSQ kernels unavailable (%s: %s); eager kernels, same numbers", type(e).__name__,
                         _reason(str(e)))
             _fail()
-            return None
+            return False
         if not ok:
             log.warning("fused LSQ kernels differ from the eager formulas on this machine (%s); eager kernels", key)
             _fail()
-            return None
+            return False
         _checked[key] = True
-    return key if enabled() else None
+    return enabled()
 
 
-def forward(x: torch.Tensor, r: torch.Tensor, sb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-            rounding: str, ch_axis: int | None) -> torch.Tensor:
-    """``clamp(round(x * r), lo, hi) * sb`` in one pass, shaped as ``x`` (a variant :func:`variant` accepted)."""
-    c, inner = _dims(x.shape, ch_axis)
-    return _kernels().fwd(x.detach(), _flat(r), _flat(sb), _flat(lo), _flat(hi), ROUNDINGS[rounding], c, inner)
+def variant(x: torch.Tensor, rounding: str, has_z: bool, need_z: bool, ch_axis: int | None) -> tuple | None:
+    """The fused kernels' variant for ``x`` (the rounding, with or without a zero point, whether its gradient is
+    needed, per tensor or per channel), probed against the eager formulas on its first use in this process; ``None``
+    where the fused kernels cannot be used (not a contiguous float32 CPU tensor, turned off, or failed: then they are
+    off for the rest of the process). Contiguous only: the gradient sums then see the memory layout the eager
+    kernel's products have, so they add in the same order."""
+    if not usable(x) or not x.is_contiguous() or rounding not in ROUNDINGS:
+        return None
+    key = (rounding, has_z, need_z, ch_axis is not None)
+    return key if probed(key, lambda: _probe(key)) else None
 
 
-def backward(x: torch.Tensor, r: torch.Tensor, sb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-             zb: torch.Tensor, qmin: int, qmax: int, grad: torch.Tensor, rounding: str, zero_z: bool,
-             need_z: bool, ch_axis: int | None) -> tuple[torch.Tensor, ...]:
-    """``(grad_x, ds * grad[, grad * dz])`` of LSQ's backward in one pass, shaped as ``x``, for a
-    variant :func:`variant` accepted (``grad`` contiguous)."""
-    c, inner = _dims(x.shape, ch_axis)
-    return tuple(_kernels().bwd(x.detach(), grad.detach(), _flat(r), _flat(sb), _flat(lo), _flat(hi), _flat(zb),
-                                float(qmin), float(qmax), ROUNDINGS[rounding], zero_z, need_z, c, inner))
+def forward(x: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, qmin: int, qmax: int, rounding: str,
+            ch_axis: int | None) -> torch.Tensor:
+    """LSQ's forward ``s * (clamp(round(x / s) + z_r, qmin, qmax) - z_r)`` in one pass, shaped as ``x``, for a variant
+    :func:`variant` accepted; ``s`` (and ``z``, None for no zero point): one value, or one per channel along
+    ``ch_axis`` (non-negative). The grid is derived in C++ as the eager kernel derives it."""
+    return _kernels().fwd(x, s, z, qmin, qmax, ROUNDINGS[rounding], -1 if ch_axis is None else ch_axis)
+
+
+def backward(x: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, qmin: int, qmax: int, grad: torch.Tensor,
+             rounding: str, need_z: bool, ch_axis: int | None, grad_factor: float) -> list[torch.Tensor]:
+    """``[grad_x, grad_s(, grad_z)]`` of LSQ's backward for a variant :func:`variant` accepted (``grad`` contiguous):
+    one pass over the elements, then the eager kernel's sums, shaped as ``s`` / ``z`` and scaled by
+    ``grad_factor``."""
+    return _kernels().bwd(x, grad, s, z, qmin, qmax, ROUNDINGS[rounding], need_z,
+                          -1 if ch_axis is None else ch_axis, grad_factor)

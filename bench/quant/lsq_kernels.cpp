@@ -1,6 +1,6 @@
-// LSQ fake quantization, forward and backward (before the gradient sums), one pass each over memory.
-// Every element goes through the IEEE operations of bench/quant/lsq.py in the same order; built without
-// floating-point contraction or fast-math, so the results are those of the eager kernels bit for bit. Built with
+// LSQ fake quantization, forward and backward, one pass each over memory (and the eager gradient sums), one call
+// each way from Python. Every element goes through the IEEE operations of bench/quant/lsq.py in the same order; built
+// without floating-point contraction or fast-math, so the results are those of the eager kernels bit for bit. Built with
 // -fopenmp: at::parallel_for splits the work over torch's intra-op threads only in an OpenMP build.
 // Also QDrop's counter-based drop masks (bench/ptq/drop.py): integer arithmetic and selections only.
 #include <torch/extension.h>
@@ -11,6 +11,8 @@
 #include <limits>
 #include <mutex>
 #include <set>
+#include <utility>
+#include <vector>
 
 namespace {
 
@@ -54,6 +56,18 @@ void fwd_impl(const float* x, float* out, const float* r, const float* sb, const
   });
 }
 
+// k ? a : b on the bits, without a branch: the masks are random, a branch would be mispredicted half the time
+inline float pick(bool k, float a, float b) {
+  uint32_t ua, ub;
+  std::memcpy(&ua, &a, 4);
+  std::memcpy(&ub, &b, 4);
+  const uint32_t m = 0u - static_cast<uint32_t>(k);
+  const uint32_t r = (ua & m) | (ub & ~m);
+  float out;
+  std::memcpy(&out, &r, 4);
+  return out;
+}
+
 template <int M, bool ZERO_Z, bool NEED_Z>
 void bwd_impl(const float* x, const float* g, float* gx, float* ps, float* pz, const float* r, const float* sb,
               const float* lo, const float* hi, const float* zb, float qmin, float qmax, int64_t n, int64_t C,
@@ -66,9 +80,11 @@ void bwd_impl(const float* x, const float* g, float* gx, float* ps, float* pz, c
       const float v = ZERO_Z ? u : u + z;
       const bool clipped = (v <= qmin) | (v >= qmax);
       const float gi = g[i];
-      gx[i] = clipped ? 0.f : gi;
-      ps[i] = (clipped ? code : code - u) * gi;
-      if constexpr (NEED_Z) pz[i] = gi * (clipped ? nsc : 0.f);
+      // selections on the bits of values computed for every element: with trapping math (no -ffast-math) the
+      // compiler will not turn `clipped ? code : code - u` into a select, and the loop would stay scalar (19x slower)
+      gx[i] = pick(clipped, 0.f, gi);
+      ps[i] = pick(clipped, code, code - u) * gi;
+      if constexpr (NEED_Z) pz[i] = gi * pick(clipped, nsc, 0.f);
     }
   });
 }
@@ -78,15 +94,58 @@ void check(const torch::Tensor& t, const char* name) {
               ": a contiguous float32 CPU tensor is needed");
 }
 
-// x: any contiguous float32 tensor viewed as [outer, C, inner]; r, sb, lo, hi: C values (1 per tensor)
-torch::Tensor fwd(torch::Tensor x, torch::Tensor r, torch::Tensor sb, torch::Tensor lo, torch::Tensor hi,
-                  int64_t mode, int64_t C, int64_t inner) {
-  for (auto* t : {&x, &r, &sb, &lo, &hi}) check(*t, "lsq fwd");
-  TORCH_CHECK(r.numel() == C && sb.numel() == C && lo.numel() == C && hi.numel() == C, "lsq fwd: C parameters");
+// The grid of one call, per channel (C values; 1 per tensor): r = 1 / s (torch.reciprocal is IEEE division too), the
+// zero point z_r = clamp(floor(z + 1/2), qmin, qmax) (0 without z), the code bounds qmin - z_r, qmax - z_r; as the
+// eager kernel computes them, element by element.
+struct Grid {
+  std::vector<float> r, sb, lo, hi, zb;
+  bool zero_z = true;  // every z_r is 0: v = u + z_r is u, and is not computed (the comparisons see the same values)
+};
+
+Grid grid(const torch::Tensor& s, const c10::optional<torch::Tensor>& z, int64_t qmin, int64_t qmax, int64_t C) {
+  TORCH_CHECK(s.device().is_cpu() && s.scalar_type() == torch::kFloat && s.numel() == C, "lsq: C float32 steps");
+  auto sc = s.contiguous();
+  const float* ps = sc.data_ptr<float>();
+  torch::Tensor zc;
+  const float* pz = nullptr;
+  if (z.has_value()) {
+    TORCH_CHECK(z->device().is_cpu() && z->scalar_type() == torch::kFloat && z->numel() == C, "lsq: C zero points");
+    zc = z->contiguous();
+    pz = zc.data_ptr<float>();
+  }
+  Grid g;
+  g.r.resize(C), g.sb.resize(C), g.lo.resize(C), g.hi.resize(C), g.zb.resize(C);
+  const float fmin = static_cast<float>(qmin), fmax = static_cast<float>(qmax);
+  for (int64_t c = 0; c < C; ++c) {
+    g.sb[c] = ps[c];
+    g.r[c] = 1.f / ps[c];
+    // std::max / std::min keep a NaN first argument, as torch.clamp keeps a NaN
+    const float zr = pz ? std::min(std::max(std::floor(pz[c] + 0.5f), fmin), fmax) : 0.f;
+    g.zb[c] = zr;
+    g.lo[c] = fmin - zr;
+    g.hi[c] = fmax - zr;
+    if (zr != 0.f) g.zero_z = false;  // a NaN zero point too: v = u + NaN
+  }
+  return g;
+}
+
+// [outer, C, inner] of a contiguous tensor for the channel axis ch (-1: per tensor, C = 1)
+std::pair<int64_t, int64_t> dims(const torch::Tensor& x, int64_t ch) {
+  if (ch < 0) return {1, x.numel()};
+  int64_t inner = 1;
+  for (int64_t d = ch + 1; d < x.dim(); ++d) inner *= x.size(d);
+  return {x.size(ch), inner};
+}
+
+// x: any contiguous float32 tensor; s (and z): its steps (zero points), 1 per tensor or one per channel along ch
+torch::Tensor fwd(torch::Tensor x, torch::Tensor s, c10::optional<torch::Tensor> z, int64_t qmin, int64_t qmax,
+                  int64_t mode, int64_t ch) {
+  check(x, "lsq fwd");
+  const auto [C, inner] = dims(x, ch);
+  const Grid g = grid(s, z, qmin, qmax, C);
   auto out = torch::empty_like(x);
-  const int64_t n = x.numel();
-  auto args = std::make_tuple(x.data_ptr<float>(), out.data_ptr<float>(), r.data_ptr<float>(), sb.data_ptr<float>(),
-                              lo.data_ptr<float>(), hi.data_ptr<float>(), n, C, inner);
+  auto args = std::make_tuple(x.data_ptr<float>(), out.data_ptr<float>(), g.r.data(), g.sb.data(), g.lo.data(),
+                              g.hi.data(), x.numel(), C, inner);
   if (mode == 0) std::apply(fwd_impl<0>, args);
   else if (mode == 1) std::apply(fwd_impl<1>, args);
   else std::apply(fwd_impl<2>, args);
@@ -103,24 +162,95 @@ void bwd_mode(bool zero_z, bool need_z, const float* x, const float* g, float* g
   else bwd_impl<M, false, false>(x, g, gx, ps, pz, r, sb, lo, hi, zb, qmin, qmax, n, C, inner);
 }
 
-std::vector<torch::Tensor> bwd(torch::Tensor x, torch::Tensor grad, torch::Tensor r, torch::Tensor sb,
-                               torch::Tensor lo, torch::Tensor hi, torch::Tensor zb, double qmin, double qmax,
-                               int64_t mode, bool zero_z, bool need_z, int64_t C, int64_t inner) {
-  for (auto* t : {&x, &grad, &r, &sb, &lo, &hi, &zb}) check(*t, "lsq bwd");
-  TORCH_CHECK(grad.numel() == x.numel(), "lsq bwd: grad and x differ in size");
+// (grad_x, grad_s[, grad_z]): the per-element products in one pass, then the eager kernel's reductions (the same
+// at::sum over the same dimensions of a tensor of the same layout, so the same summation order), reshaped as s / z
+// and times the gradient scale gf (a float scalar, as Python's `tensor * float`)
+std::vector<torch::Tensor> bwd(torch::Tensor x, torch::Tensor grad, torch::Tensor s, c10::optional<torch::Tensor> z,
+                               int64_t qmin, int64_t qmax, int64_t mode, bool need_z, int64_t ch, double gf) {
+  check(x, "lsq bwd");
+  check(grad, "lsq bwd");
+  TORCH_CHECK(grad.sizes() == x.sizes(), "lsq bwd: grad and x differ in shape");
+  TORCH_CHECK(!need_z || z.has_value(), "lsq bwd: a zero point's gradient needs the zero point");
+  const auto [C, inner] = dims(x, ch);
+  const Grid g = grid(s, z, qmin, qmax, C);
   auto gx = torch::empty_like(x), ps = torch::empty_like(x);
   auto pz = need_z ? torch::empty_like(x) : torch::Tensor();
   float* pzp = need_z ? pz.data_ptr<float>() : nullptr;
-  const int64_t n = x.numel();
-  auto args = std::make_tuple(zero_z, need_z, x.data_ptr<float>(), grad.data_ptr<float>(), gx.data_ptr<float>(),
-                              ps.data_ptr<float>(), pzp, r.data_ptr<float>(), sb.data_ptr<float>(),
-                              lo.data_ptr<float>(), hi.data_ptr<float>(), zb.data_ptr<float>(), (float)qmin,
-                              (float)qmax, n, C, inner);
-  if (mode == 0) std::apply(bwd_mode<0>, args);
-  else if (mode == 1) std::apply(bwd_mode<1>, args);
-  else std::apply(bwd_mode<2>, args);
-  if (need_z) return {gx, ps, pz};
-  return {gx, ps};
+  auto args = std::make_tuple(g.zero_z, need_z, x.data_ptr<float>(), grad.data_ptr<float>(), gx.data_ptr<float>(),
+                              ps.data_ptr<float>(), pzp, g.r.data(), g.sb.data(), g.lo.data(), g.hi.data(),
+                              g.zb.data(), static_cast<float>(qmin), static_cast<float>(qmax), x.numel(), C, inner);
+  {
+    // the kernels run without the GIL (the caller released it); the sums below are eager ATen ops
+    if (mode == 0) std::apply(bwd_mode<0>, args);
+    else if (mode == 1) std::apply(bwd_mode<1>, args);
+    else std::apply(bwd_mode<2>, args);
+  }
+  std::vector<int64_t> red;
+  for (int64_t d = 0; d < x.dim(); ++d)
+    if (d != ch) red.push_back(d);
+  auto gs = ps.sum(red).reshape(s.sizes()).mul(gf);
+  if (need_z) return {gx, gs, pz.sum(red).reshape(z->sizes()).mul(gf)};
+  return {gx, gs};
+}
+
+// Strategy 4's BN fold (bench/quant/qmodules.py: QuantConvBn2d.pre_bn) with the ops of its eager form, per channel:
+// sigma = sqrt(var + eps) (ATen's), f0 = gamma / sigma, f = (f0 < 0 ? -1 : 1) * max(|f0|, floor). Returns (f, f0, sigma).
+std::vector<torch::Tensor> fold_factor(torch::Tensor gamma, torch::Tensor var, double eps, double floor_) {
+  check(gamma, "fold factor");
+  check(var, "fold factor");
+  TORCH_CHECK(gamma.numel() == var.numel(), "fold factor: gamma and var differ in size");
+  // torch.sqrt is not IEEE's correctly rounded sqrt on every CPU (a vectorized approximation): the same ATen ops
+  auto sigma = at::sqrt(var + eps);
+  auto f = torch::empty_like(gamma), f0 = torch::empty_like(gamma);
+  const float *g = gamma.data_ptr<float>(), *ps = sigma.data_ptr<float>();
+  float *pf = f.data_ptr<float>(), *pf0 = f0.data_ptr<float>();
+  const float fl = static_cast<float>(floor_);
+  for (int64_t c = 0; c < gamma.numel(); ++c) {
+    pf0[c] = g[c] / ps[c];
+    const float a = std::fabs(pf0[c]);
+    pf[c] = (pf0[c] < 0.f ? -1.f : 1.f) * (a < fl ? fl : a);  // torch.clamp_min keeps a NaN
+  }
+  return {f, f0, sigma};
+}
+
+// autograd's chain back through fold_factor to gamma: mul (by the +-1 sign), clamp_min (g where |f0| > floor, else 0:
+// strict, as torch's backward is at the bound), abs (g * sgn(f0)), div (g / sigma)
+torch::Tensor fold_factor_grad(torch::Tensor grad, torch::Tensor f0, torch::Tensor sigma, double floor_) {
+  check(grad, "fold factor grad");
+  TORCH_CHECK(grad.numel() == f0.numel() && f0.numel() == sigma.numel(), "fold factor grad: sizes differ");
+  auto out = torch::empty_like(f0);
+  const float *g = grad.data_ptr<float>(), *pf0 = f0.data_ptr<float>(), *ps = sigma.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const float fl = static_cast<float>(floor_);
+  for (int64_t c = 0; c < f0.numel(); ++c) {
+    const float x = pf0[c];
+    const float gm = g[c] * (x < 0.f ? -1.f : 1.f);
+    const float ga = std::fabs(x) > fl ? gm : 0.f;
+    const float sgn = x > 0.f ? 1.f : (x < 0.f ? -1.f : 0.f);
+    o[c] = ga * sgn / ps[c];
+  }
+  return out;
+}
+
+// strategy 4's division by f per channel of y [N, C, H, W], backward: (grad / f, (z / f) * grad) with z = y / f the
+// forward's output, in one pass; the caller sums the second over (N, H, W) as autograd's div does
+std::vector<torch::Tensor> div_channels_grad(torch::Tensor grad, torch::Tensor z, torch::Tensor f) {
+  check(grad, "div channels grad");
+  check(z, "div channels grad");
+  check(f, "div channels grad");
+  TORCH_CHECK(grad.sizes() == z.sizes() && z.dim() == 4 && f.numel() == z.size(1), "div channels grad: shapes");
+  auto gy = torch::empty_like(grad), prod = torch::empty_like(grad);
+  const int64_t C = z.size(1), inner = z.size(2) * z.size(3);
+  const float *pg = grad.data_ptr<float>(), *pz = z.data_ptr<float>(), *pf = f.data_ptr<float>();
+  float *ogy = gy.data_ptr<float>(), *op = prod.data_ptr<float>();
+  runs(z.numel(), C, inner, [&](int64_t b, int64_t e, int64_t c) {
+    const float fc = pf[c];
+    for (int64_t i = b; i < e; ++i) {
+      ogy[i] = pg[i] / fc;
+      op[i] = (pz[i] / fc) * pg[i];
+    }
+  });
+  return {gy, prod};
 }
 
 // keep element i: the i-th output of SplitMix64 seeded with `key` (Steele et al. 2014), its top 53 bits below t
@@ -130,18 +260,6 @@ inline bool keep(uint64_t key, int64_t i, uint64_t t) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   z ^= z >> 31;
   return (z >> 11) < t;
-}
-
-// k ? a : b on the bits, without a branch: the masks are random, a branch would be mispredicted half the time
-inline float pick(bool k, float a, float b) {
-  uint32_t ua, ub;
-  std::memcpy(&ua, &a, 4);
-  std::memcpy(&ub, &b, 4);
-  const uint32_t m = 0u - static_cast<uint32_t>(k);
-  const uint32_t r = (ua & m) | (ub & ~m);
-  float out;
-  std::memcpy(&out, &r, 4);
-  return out;
 }
 
 torch::Tensor drop_mask(int64_t n, int64_t key, int64_t t) {
@@ -201,8 +319,12 @@ int64_t threads() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // the GIL is released while the kernels run, as eager ops do
-  m.def("fwd", &fwd, "LSQ forward: clamp(round(x * r), lo, hi) * sb", py::call_guard<py::gil_scoped_release>());
-  m.def("bwd", &bwd, "LSQ backward before the sums: grad_x, ds * grad[, grad * dz]",
+  m.def("fwd", &fwd, "LSQ forward: clamp(round(x / s) + z_r, qmin, qmax) - z_r) * s",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("bwd", &bwd, "LSQ backward: grad_x, grad_s[, grad_z]", py::call_guard<py::gil_scoped_release>());
+  m.def("fold_factor", &fold_factor, "strategy 4's fold factor (f, f0, sigma)");
+  m.def("fold_factor_grad", &fold_factor_grad, "gamma's gradient through the fold factor");
+  m.def("div_channels_grad", &div_channels_grad, "(grad / f, (z / f) * grad)",
         py::call_guard<py::gil_scoped_release>());
   m.def("mask", &drop_mask, "QDrop's keep mask of n elements", py::call_guard<py::gil_scoped_release>());
   m.def("select", &drop_select, "keep ? a : b with QDrop's keep mask", py::call_guard<py::gil_scoped_release>());

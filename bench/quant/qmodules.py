@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench.quant import fused_fold
+
 STRATEGIES = (-1, 0, 1, 2, 3, 4)
 
 # smallest |gamma / sigma_run| strategy 4 divides by: a channel whose gamma reached 0 must not produce inf / nan
@@ -173,11 +175,12 @@ class _DivChannels(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
         z, f = ctx.saved_tensors
-        grad_y = grad / f if ctx.needs_input_grad[0] else None
+        fused = fused_fold.div_channels_grad(grad, z, f)  # both products in one pass (fused=true), or None
+        grad_y = (grad / f if fused is None else fused[0]) if ctx.needs_input_grad[0] else None
         grad_f = None
         if ctx.needs_input_grad[1]:
-            w = z / f
-            grad_f = w.mul_(grad).sum(dim=(0, 2, 3), keepdim=True).neg_()
+            w = (z / f).mul_(grad) if fused is None else fused[1]
+            grad_f = w.sum(dim=(0, 2, 3), keepdim=True).neg_()
         return grad_y, grad_f
 
 
@@ -319,9 +322,11 @@ class QuantConvBn2d(_InputLinked):
         if self.strategy == -1:
             return conv._conv_forward(x, fq(conv.weight), conv.bias)
         assert bn.running_var is not None
-        sigma_run = torch.sqrt(bn.running_var + bn.eps)
-        factor = sigma_run.reciprocal() if bn.weight is None else bn.weight / sigma_run
-        factor = torch.where(factor < 0, -1.0, 1.0) * factor.abs().clamp_min(_SCALE_FLOOR)
+        factor = None if bn.weight is None else fused_fold.fold_factor(bn.weight, bn.running_var, bn.eps, _SCALE_FLOOR)
+        if factor is None:  # eager (fused kernels off): the same numbers
+            sigma_run = torch.sqrt(bn.running_var + bn.eps)
+            factor = sigma_run.reciprocal() if bn.weight is None else bn.weight / sigma_run
+            factor = torch.where(factor < 0, -1.0, 1.0) * factor.abs().clamp_min(_SCALE_FLOOR)
         y = _DivChannels.apply(conv._conv_forward(x, fq(conv.weight * factor.reshape(-1, 1, 1, 1)), None),
                                factor.reshape(1, -1, 1, 1))
         return y if conv.bias is None else y + conv.bias.reshape(1, -1, 1, 1)

@@ -42,14 +42,16 @@ def _tricky(shape: list[int], s: torch.Tensor, gen: torch.Generator) -> torch.Te
 def _grads(x, s, z, qmin, qmax, g, axis, rounding, fused: bool):
     fused_lsq.set_enabled(fused)
     xt, st = x.clone().requires_grad_(True), s.clone().requires_grad_(True)
-    zt = z.clone().requires_grad_(z.requires_grad)
+    zt = None if z is None else z.clone().requires_grad_(z.requires_grad)
     y = lsq_fake_quantize(xt, st, zt, qmin, qmax, g, axis, rounding)
     grad = torch.linspace(-1, 1, y.numel()).reshape(y.shape)
     y.backward(grad)
-    return y.detach(), xt.grad, st.grad, zt.grad
+    return y.detach(), xt.grad, st.grad, None if zt is None else zt.grad
 
 
-CASES = [  # (x shape, axis, grid, learned / non-zero zero point)
+CASES = [  # (x shape, axis, grid, learned / non-zero / zero-valued / no zero point)
+    ([16, 8, 5, 5], None, (-8, 7), "none"),  # a symmetric per-tensor activation (the quantizer passes z=None)
+    ([8, 3, 3, 3], 0, (-8, 7), "none"),  # a symmetric per-channel weight
     ([16, 8, 5, 5], None, (-8, 7), "zero"),  # a signed per-tensor activation
     ([16, 8, 5, 5], None, (0, 15), "learned"),  # LSQ+ asymmetric activation, learned offset
     ([8, 3, 3, 3], 0, (-8, 7), "zero"),  # a per-channel conv weight
@@ -72,8 +74,8 @@ def test_fused_kernels_are_bit_identical_to_eager(fresh, case, rounding):
     if axis is not None:
         bshape[axis] = -1
     x = _tricky(shape, s.reshape(bshape) if axis is not None else s, gen)
-    z = torch.zeros(cshape)
-    if zcase != "zero":
+    z = None if zcase == "none" else torch.zeros(cshape)
+    if zcase not in ("zero", "none"):
         z = torch.randint(qmin, qmax + 1, cshape, generator=gen).float() + 0.3
         z.requires_grad_(zcase == "learned")
     eager = _grads(x, s, z, qmin, qmax, 0.1, axis, rounding, fused=False)
@@ -114,8 +116,8 @@ def test_the_probe_catches_a_kernel_that_breaks_ties_differently(fresh, monkeypa
         bwd = real.bwd
 
         @staticmethod
-        def fwd(x, r, sb, lo, hi, mode, c, inner):
-            return real.fwd(x, r, sb, lo, hi, fused_lsq.ROUNDINGS["half_up"], c, inner)
+        def fwd(x, s, z, qmin, qmax, mode, ch):
+            return real.fwd(x, s, z, qmin, qmax, fused_lsq.ROUNDINGS["half_up"], ch)
 
     monkeypatch.setattr(fused_lsq, "_kernels", lambda: HalfUp)
     fused_lsq.set_enabled(True)
@@ -168,8 +170,8 @@ def test_the_kernels_use_torchs_threads(fresh):
         assert fused_lsq._kernels().threads() == 2
     finally:
         torch.set_num_threads(old)
-    assert torch.equal(fused_lsq.forward(x, one / 0.1, one * 0.1, one * -8, one * 7, "half_even", None),
-                       torch.round(x * (one / 0.1)).clamp(-8, 7) * (one * 0.1))
+    assert torch.equal(fused_lsq.forward(x, one * 0.1, None, -8, 7, "half_even", None),
+                       torch.round(x * (one * 0.1).reciprocal()).clamp(-8, 7) * (one * 0.1))
 
 
 def test_a_probe_that_disagrees_turns_the_kernels_off(fresh, monkeypatch, caplog):
