@@ -22,8 +22,8 @@ import torch
 
 from bench.algos.base import register_algo
 from bench.algos.dorefa import DoReFaWeightQuantizer
-from bench.algos.qat import LearnableQuantizer, QATAlgorithm, positive, pot_ste, ste
-from bench.quant.fake import fake_quantize
+from bench.algos.qat import LearnableQuantizer, QATAlgorithm, positive, pot_ste
+from bench.quant import fused_pact
 
 PAPER_ALPHA = 6.0
 
@@ -65,9 +65,9 @@ class PACTActQuantizer(LearnableQuantizer):
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         qmin, qmax = self.qrange
         lo, hi, s, z = self._grid()
-        y = torch.where(x >= hi, hi, torch.where(x <= lo, lo, x))  # no split gradients at the clip points
-        q = fake_quantize(y.detach(), s.detach(), z.detach().to(torch.int32), qmin, qmax, None, self.spec.rounding)
-        return ste(y, q)
+        # clip, fake-quantize the clipped value, straight-through: fused kernels (fused=true) or eager, same numbers
+        run = fused_pact.fused if fused_pact.usable(x, lo, hi, self.spec.rounding) else fused_pact.eager
+        return run(x, lo, hi, s.detach(), z.detach(), qmin, qmax, self.spec.rounding)
 
     def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         _, _, s, z = self._grid()

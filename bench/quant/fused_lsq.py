@@ -190,7 +190,8 @@ def probed(key: tuple, probe: Callable[[], bool]) -> bool:
     if key not in _checked:
         try:
             _kernels()
-            ok = probe()
+            with torch.enable_grad():  # probes may compare gradients; the first use can come in an evaluation
+                ok = probe()
         except Exception as e:  # no compiler, an unsupported platform: eager gives the same numbers
             log.warning("fused LSQ kernels unavailable (%s: %s); eager kernels, same numbers", type(e).__name__,
                         _reason(str(e)))

@@ -4,6 +4,7 @@
 // -fopenmp: at::parallel_for splits the work over torch's intra-op threads only in an OpenMP build.
 // Also QDrop's counter-based drop masks (bench/ptq/drop.py): integer arithmetic and selections only.
 #include <torch/extension.h>
+#include <ATen/ExpandUtils.h>
 #include <ATen/Parallel.h>
 #include <cmath>
 #include <cstdint>
@@ -253,6 +254,78 @@ std::vector<torch::Tensor> div_channels_grad(torch::Tensor grad, torch::Tensor z
   return {gy, prod};
 }
 
+// PACT's activation quantizer (bench/algos/pact.py), forward: the clip where(x >= hi, hi, where(x <= lo, lo, x)), the
+// fake quantization of the clipped value, and the straight-through sum y + (q - y). M = 0: rounding half to even with
+// torch.fake_quantize_per_tensor_affine's CPU arithmetic (z + nearbyint(y * (1 / s)), clamped with fmax / fmin, which
+// take the bound for a NaN: NaN and -inf give qmin; the integer code times s, so a code of 0 gives +0); M = 1, 2: the
+// eager formula of bench/quant/fake.py (clamp(round(y * (1 / s)) + z, qmin, qmax) - z) * s, NaN kept.
+template <int M>
+void pact_fwd_impl(const float* x, float* out, float lo, float hi, float s, float z, float qmin, float qmax,
+                   int64_t n) {
+  const float inv = 1.f / s;
+  at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const float xi = x[i];
+      const float y = pick(xi >= hi, hi, pick(xi <= lo, lo, xi));
+      float q;
+      if constexpr (M == 0) {
+        const float t = z + std::nearbyint(y * inv);
+        const float c = t > qmin ? t : qmin;
+        const float d = c < qmax ? c : qmax;
+        q = ((d - z) + 0.f) * s;
+      } else {
+        const float t = rnd<M>(y * inv) + z;
+        q = (std::min(std::max(t, qmin), qmax) - z) * s;
+      }
+      out[i] = y + (q - y);
+    }
+  });
+}
+
+torch::Tensor pact_fwd(torch::Tensor x, double lo, double hi, double s, double z, int64_t qmin, int64_t qmax,
+                       int64_t mode) {
+  check(x, "pact fwd");
+  auto out = torch::empty_like(x);
+  auto args = std::make_tuple(x.data_ptr<float>(), out.data_ptr<float>(), static_cast<float>(lo),
+                              static_cast<float>(hi), static_cast<float>(s), static_cast<float>(z),
+                              static_cast<float>(qmin), static_cast<float>(qmax), x.numel());
+  if (mode == 0) std::apply(pact_fwd_impl<0>, args);
+  else if (mode == 1) std::apply(pact_fwd_impl<1>, args);
+  else std::apply(pact_fwd_impl<2>, args);
+  return out;
+}
+
+// PACT's backward: the two where's of the clip as autograd gives them (where(c, g, 0) / where(c, 0, g)), the gradients
+// of hi and lo reduced to their shapes with at::sum_to, as autograd reduces a broadcast input's gradient
+std::vector<torch::Tensor> pact_bwd(torch::Tensor x, torch::Tensor grad, double lo, double hi,
+                                    std::vector<int64_t> lo_shape, std::vector<int64_t> hi_shape, bool need_lo,
+                                    bool need_hi) {
+  check(x, "pact bwd");
+  check(grad, "pact bwd");
+  TORCH_CHECK(grad.sizes() == x.sizes(), "pact bwd: grad and x differ in shape");
+  auto gx = torch::empty_like(x);
+  auto glo = need_lo ? torch::empty_like(x) : torch::Tensor();
+  auto ghi = need_hi ? torch::empty_like(x) : torch::Tensor();
+  const float *px = x.data_ptr<float>(), *pg = grad.data_ptr<float>();
+  float *ogx = gx.data_ptr<float>(), *olo = need_lo ? glo.data_ptr<float>() : nullptr;
+  float* ohi = need_hi ? ghi.data_ptr<float>() : nullptr;
+  const float l = static_cast<float>(lo), h = static_cast<float>(hi);
+  at::parallel_for(0, x.numel(), 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const bool c1 = px[i] >= h, c2 = px[i] <= l;
+      const float g = pg[i];
+      const float inner = pick(c1, 0.f, g);  // the outer where's gradient to its other branch
+      ogx[i] = pick(c2, 0.f, inner);
+      if (olo) olo[i] = pick(c2, inner, 0.f);
+      if (ohi) ohi[i] = pick(c1, g, 0.f);
+    }
+  });
+  std::vector<torch::Tensor> res{gx};
+  res.push_back(need_lo ? at::sum_to(glo, lo_shape) : torch::Tensor());
+  res.push_back(need_hi ? at::sum_to(ghi, hi_shape) : torch::Tensor());
+  return res;
+}
+
 // keep element i: the i-th output of SplitMix64 seeded with `key` (Steele et al. 2014), its top 53 bits below t
 inline bool keep(uint64_t key, int64_t i, uint64_t t) {
   uint64_t z = key + static_cast<uint64_t>(i + 1) * 0x9e3779b97f4a7c15ULL;
@@ -326,6 +399,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fold_factor_grad", &fold_factor_grad, "gamma's gradient through the fold factor");
   m.def("div_channels_grad", &div_channels_grad, "(grad / f, (z / f) * grad)",
         py::call_guard<py::gil_scoped_release>());
+  m.def("pact_fwd", &pact_fwd, "PACT's clip, fake quantization and straight-through sum",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("pact_bwd", &pact_bwd, "PACT's gradients of x, lo, hi", py::call_guard<py::gil_scoped_release>());
   m.def("mask", &drop_mask, "QDrop's keep mask of n elements", py::call_guard<py::gil_scoped_release>());
   m.def("select", &drop_select, "keep ? a : b with QDrop's keep mask", py::call_guard<py::gil_scoped_release>());
   m.def("split", &drop_split, "(keep ? g : 0, keep ? 0 : g)", py::call_guard<py::gil_scoped_release>());

@@ -79,6 +79,15 @@ def test_fused_fold_is_bit_identical_to_eager(fresh, groups, gammas, contiguous_
         assert torch.equal(a, b)
 
 
+def test_a_first_use_under_no_grad_probes_and_keeps_the_kernels_on(fresh):
+    # BN re-calibration computes pre_bn without gradients: the factor's probe (which compares gradients) must run
+    fused_lsq.set_enabled(True)
+    m = _layer(1, GAMMAS["signs"], seed=5)
+    with torch.no_grad():
+        m(torch.randn(4, 3, 5, 5))
+    assert ("fold_factor",) in fused_lsq._checked and fused_lsq.enabled()
+
+
 def test_the_fused_division_gradient_ran(fresh, monkeypatch):
     calls = []
     real = fused_fold.div_channels_grad

@@ -191,14 +191,18 @@ def test_what_the_fused_kernels_do_not_take(fresh):
     assert not fused_lsq._checked
 
 
-def test_a_cell_with_fused_kernels_records_the_same_numbers(fresh, make_cfg, tmp_path):
-    common = ("data=synthetic", "arch=tiny", "algo=lsq", "hw=tensorrt", "train.steps_per_epoch=6",
+@pytest.mark.parametrize("algo", ["lsq", "pact"])
+def test_a_cell_with_fused_kernels_records_the_same_numbers(fresh, make_cfg, tmp_path, algo):
+    common = ("data=synthetic", "arch=tiny", f"algo={algo}", "hw=tensorrt", "train.steps_per_epoch=6",
               "baseline.epochs=2", f"cache_dir={tmp_path / 'cache'}", "progress=false")
     assert runner.cell_hash(make_cfg(*common, "fused=true")) == runner.cell_hash(make_cfg(*common))
     eager = runner.run(make_cfg(*common, f"runs_dir={tmp_path / 'e'}"), tmp_path / "e" / "cell")
     assert not fused_lsq._checked
     fused = runner.run(make_cfg(*common, "fused=true", f"runs_dir={tmp_path / 'f'}"), tmp_path / "f" / "cell")
-    assert fused_lsq._checked and fused_lsq.enabled()  # the cell's quantizers went through the fused kernels
+    # the cell's quantizers and strategy 4's fold went through the fused kernels, which stayed on
+    assert fused_lsq.enabled() and ("fold_factor",) in fused_lsq._checked and ("div_channels",) in fused_lsq._checked
+    kernel = ("pact", "half_even") if algo == "pact" else ("half_even", False, False, False)
+    assert kernel in fused_lsq._checked, fused_lsq._checked
     assert eager["status"] == fused["status"] == "ok"
     for k in ("top1", "top5", "init_top1", "config_hash"):
         assert eager[k] == fused[k], k
