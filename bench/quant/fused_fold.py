@@ -51,8 +51,8 @@ def _probe_div() -> bool:
     g = torch.Generator().manual_seed(1)
     for shape in ([2, 3, 1, 5], [4, 16, 9, 9], [2, 5, 64, 65]):
         z, grad = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
-        f = (torch.rand(1, shape[1], 1, 1, generator=g) + 0.1) * torch.where(torch.rand(shape[1]) < 0.3, -1, 1).reshape(
-            1, -1, 1, 1)
+        sign = torch.where(torch.rand(shape[1], generator=g) < 0.3, -1, 1).reshape(1, -1, 1, 1)
+        f = (torch.rand(1, shape[1], 1, 1, generator=g) + 0.1) * sign
         gy, prod = fused_lsq.extension().div_channels_grad(grad, z, f)
         if not (torch.equal(gy, grad / f) and torch.equal(prod, (z / f).mul_(grad))):
             return False

@@ -116,6 +116,17 @@ def test_probes_agree_and_a_disagreeing_one_turns_the_kernels_off(fresh, monkeyp
     assert not fused_lsq.enabled() and "differ from the eager formulas" in caplog.text
 
 
+def test_the_probes_leave_the_global_random_state_alone(fresh):
+    # a probe runs inside a cell's first step: drawing from torch's global generator would change the cell's numbers
+    from bench.quant import fused_pact
+
+    fused_lsq.set_enabled(True)
+    state = torch.get_rng_state()
+    assert fused_fold._probe_factor() and fused_fold._probe_div() and fused_pact._probe("half_even")
+    assert fused_lsq._probe(("half_even", True, True, True)) and fused_lsq._probe(("half_up", False, False, False))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_the_probe_catches_a_non_strict_floor(fresh, monkeypatch):
     # torch's clamp_min backward passes the gradient only strictly above the bound: a kernel with >= must fail
     real = fused_lsq.extension()
