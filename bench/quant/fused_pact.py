@@ -66,11 +66,14 @@ class _PACT(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, s: float, z: float, qmin: int, qmax: int,
-        mode: int,
+        ctx: Any, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, s: torch.Tensor, z: float, qmin: int,
+        qmax: int, mode: int,
     ) -> torch.Tensor:
         ctx.save_for_backward(x, lo, hi)
-        return fused_lsq.extension().pact_fwd(x, lo.item(), hi.item(), s, z, qmin, qmax, mode)
+        # 1 / s as each eager route computes it: torch's fake quantization divides in float (1 / s in double, then
+        # rounded to float, is the same number), fake.py takes torch.reciprocal
+        inv = 1.0 / s.item() if mode == MODES["half_even"] else s.reciprocal().item()
+        return fused_lsq.extension().pact_fwd(x, lo.item(), hi.item(), s.item(), z, inv, qmin, qmax, mode)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
@@ -91,7 +94,7 @@ class _PACT(torch.autograd.Function):
 def fused(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, s: torch.Tensor, z: torch.Tensor, qmin: int,
           qmax: int, rounding: str) -> torch.Tensor:
     """:func:`eager`'s numbers from the fused kernels (for an input :func:`usable` accepted)."""
-    return _PACT.apply(x, lo, hi, float(s), float(z), qmin, qmax, MODES[rounding])
+    return _PACT.apply(x, lo, hi, s.detach().float().reshape(()), float(z), qmin, qmax, MODES[rounding])
 
 
 def usable(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, rounding: str) -> bool:

@@ -95,7 +95,7 @@ void check(const torch::Tensor& t, const char* name) {
               ": a contiguous float32 CPU tensor is needed");
 }
 
-// The grid of one call, per channel (C values; 1 per tensor): r = 1 / s (torch.reciprocal is IEEE division too), the
+// The grid of one call, per channel (C values; 1 per tensor): r = torch.reciprocal(s) (ATen's, as eager), the
 // zero point z_r = clamp(floor(z + 1/2), qmin, qmax) (0 without z), the code bounds qmin - z_r, qmax - z_r; as the
 // eager kernel computes them, element by element.
 struct Grid {
@@ -106,7 +106,10 @@ struct Grid {
 Grid grid(const torch::Tensor& s, const c10::optional<torch::Tensor>& z, int64_t qmin, int64_t qmax, int64_t C) {
   TORCH_CHECK(s.device().is_cpu() && s.scalar_type() == torch::kFloat && s.numel() == C, "lsq: C float32 steps");
   auto sc = s.contiguous();
-  const float* ps = sc.data_ptr<float>();
+  // torch.reciprocal may not be IEEE's 1 / s on every CPU (MKL's vector math serves some unary ops: torch.sqrt is not
+  // correctly rounded here): the same ATen op
+  auto rc = at::reciprocal(sc);
+  const float *ps = sc.data_ptr<float>(), *pr = rc.data_ptr<float>();
   torch::Tensor zc;
   const float* pz = nullptr;
   if (z.has_value()) {
@@ -119,7 +122,7 @@ Grid grid(const torch::Tensor& s, const c10::optional<torch::Tensor>& z, int64_t
   const float fmin = static_cast<float>(qmin), fmax = static_cast<float>(qmax);
   for (int64_t c = 0; c < C; ++c) {
     g.sb[c] = ps[c];
-    g.r[c] = 1.f / ps[c];
+    g.r[c] = pr[c];
     // std::max / std::min keep a NaN first argument, as torch.clamp keeps a NaN
     const float zr = pz ? std::min(std::max(std::floor(pz[c] + 0.5f), fmin), fmax) : 0.f;
     g.zb[c] = zr;
@@ -260,9 +263,8 @@ std::vector<torch::Tensor> div_channels_grad(torch::Tensor grad, torch::Tensor z
 // take the bound for a NaN: NaN and -inf give qmin; the integer code times s, so a code of 0 gives +0); M = 1, 2: the
 // eager formula of bench/quant/fake.py (clamp(round(y * (1 / s)) + z, qmin, qmax) - z) * s, NaN kept.
 template <int M>
-void pact_fwd_impl(const float* x, float* out, float lo, float hi, float s, float z, float qmin, float qmax,
-                   int64_t n) {
-  const float inv = 1.f / s;
+void pact_fwd_impl(const float* x, float* out, float lo, float hi, float s, float z, float inv, float qmin,
+                   float qmax, int64_t n) {
   at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const float xi = x[i];
@@ -282,13 +284,14 @@ void pact_fwd_impl(const float* x, float* out, float lo, float hi, float s, floa
   });
 }
 
-torch::Tensor pact_fwd(torch::Tensor x, double lo, double hi, double s, double z, int64_t qmin, int64_t qmax,
-                       int64_t mode) {
+// inv: 1 / s as the eager op computes it (torch's fake quantization: a float division; fake.py: torch.reciprocal)
+torch::Tensor pact_fwd(torch::Tensor x, double lo, double hi, double s, double z, double inv, int64_t qmin,
+                       int64_t qmax, int64_t mode) {
   check(x, "pact fwd");
   auto out = torch::empty_like(x);
   auto args = std::make_tuple(x.data_ptr<float>(), out.data_ptr<float>(), static_cast<float>(lo),
                               static_cast<float>(hi), static_cast<float>(s), static_cast<float>(z),
-                              static_cast<float>(qmin), static_cast<float>(qmax), x.numel());
+                              static_cast<float>(inv), static_cast<float>(qmin), static_cast<float>(qmax), x.numel());
   if (mode == 0) std::apply(pact_fwd_impl<0>, args);
   else if (mode == 1) std::apply(pact_fwd_impl<1>, args);
   else std::apply(pact_fwd_impl<2>, args);

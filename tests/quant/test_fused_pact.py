@@ -97,8 +97,8 @@ def test_the_probe_turns_a_wrong_kernel_off(fresh, monkeypatch, caplog):
         pact_bwd = real.pact_bwd
 
         @staticmethod
-        def pact_fwd(x, lo, hi, s, z, qmin, qmax, mode):
-            out = real.pact_fwd(x, lo, hi, s, z, qmin, qmax, mode)
+        def pact_fwd(x, lo, hi, s, z, inv, qmin, qmax, mode):
+            out = real.pact_fwd(x, lo, hi, s, z, inv, qmin, qmax, mode)
             return torch.where(out == 0, -out.abs(), out)
 
     monkeypatch.setattr(fused_lsq, "extension", lambda: NoSignedZero)
