@@ -22,18 +22,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore"), needs_compiler]
 INT4_PC = QuantSpec(bits=4, signed=True, symmetric=True, per_channel=True, ch_axis=0)
 
 
-@pytest.fixture
-def fresh():
-    """Fused kernels off and unprobed before and after the test."""
-    fused_lsq.set_enabled(False)
-    fused_lsq._checked.clear()
-    fused_lsq._failed = False
-    yield
-    fused_lsq.set_enabled(False)
-    fused_lsq._checked.clear()
-    fused_lsq._failed = False
-
-
 def _layer(groups: int, gammas: torch.Tensor, seed: int) -> QuantConvBn2d:
     torch.manual_seed(seed)
     c = gammas.numel()

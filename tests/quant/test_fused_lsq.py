@@ -19,18 +19,6 @@ from tests.quant.compiler import needs_compiler
 pytestmark = [pytest.mark.filterwarnings("ignore"), needs_compiler]
 
 
-@pytest.fixture
-def fresh():
-    """Fused kernels off and unprobed before and after the test."""
-    fused_lsq.set_enabled(False)
-    fused_lsq._checked.clear()
-    fused_lsq._failed = False
-    yield
-    fused_lsq.set_enabled(False)
-    fused_lsq._checked.clear()
-    fused_lsq._failed = False
-
-
 def _tricky(shape: list[int], s: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Values on ties (k + 1/2 steps), on the grid's ends, in the bands just outside, and random, times the step."""
     n = torch.Size(shape).numel()

@@ -15,18 +15,6 @@ from tests.quant.compiler import needs_compiler
 pytestmark = [pytest.mark.filterwarnings("ignore"), needs_compiler]
 
 
-@pytest.fixture
-def fresh():
-    """Fused kernels off and unprobed before and after the test."""
-    fused_lsq.set_enabled(False)
-    fused_lsq._checked.clear()
-    fused_lsq._failed = False
-    yield
-    fused_lsq.set_enabled(False)
-    fused_lsq._checked.clear()
-    fused_lsq._failed = False
-
-
 def _run(fn, x, alpha, beta, qmin, qmax, rounding, grad):
     # the quantizer's grid as PACTActQuantizer._grid computes it: clips differentiable in alpha (and beta)
     xt, at = x.clone().requires_grad_(True), alpha.clone().requires_grad_(True)
