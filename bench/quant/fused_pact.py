@@ -20,7 +20,7 @@ import torch
 from bench.quant import fused_lsq
 from bench.quant.fake import fake_quantize
 
-MODES = {"half_even": 0, "half_up": 1, "half_away": 2}
+MODES = fused_lsq.ROUNDINGS  # the kernels' rounding modes, as LSQ's
 
 
 def eager(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, s: torch.Tensor, z: torch.Tensor, qmin: int,
