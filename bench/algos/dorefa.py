@@ -21,6 +21,7 @@ import torch
 
 from bench.algos.base import register_algo
 from bench.algos.qat import LearnableQuantizer, QATAlgorithm, reduce_dims
+from bench.quant import fused_pact
 from bench.quant.fake import EPS, fake_quantize, qparams_from_range
 from bench.quant.observers import range_qparams, snap_scale
 
@@ -76,8 +77,10 @@ class DoReFaActQuantizer(LearnableQuantizer):
         # clip at the grid's ends: a target given only (scale, zero point) clamps its codes there, and a clip
         # anywhere else (-1 = -qmax s on a signed grid, inside a power-of-two grid) would give codes it never does
         lo, hi = self.calibrated_range()
-        y = torch.where(x >= hi, hi, torch.where(x <= lo, lo, x))
-        return fake_quantize(y, self.scale, self.zero_point, qmin, qmax, None, self.spec.rounding)
+        # clip and fake quantization: fused kernels (fused=true) or eager, the same numbers
+        rounding = self.spec.rounding
+        run = fused_pact.clip_fused if fused_pact.clip_usable(x, lo, hi, rounding) else fused_pact.clip_eager
+        return run(x, lo, hi, self.scale, self.zero_point, qmin, qmax, rounding)
 
 
 @register_algo(label="DoReFa", order=70)

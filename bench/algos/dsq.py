@@ -26,6 +26,7 @@ import torch
 from bench.algos.base import register_algo
 from bench.algos.qat import LearnableQuantizer, QATAlgorithm, QATParams, reduce_dims
 from bench.errors import BenchError
+from bench.quant import fused_dsq
 from bench.quant.fake import qparams_from_range
 from bench.quant.fixedpoint import round_float
 from bench.quant.observers import range_qparams
@@ -48,7 +49,17 @@ def dsq_fake_quantize(
     rounding: str = "half_even",
 ) -> torch.Tensor:
     """DSQ fake quantization with a fixed (broadcastable) scale / zero point: the exact quantization forward, the
-    soft step's derivative backward (0 where clamped)."""
+    soft step's derivative backward (0 where clamped). Fused kernels (``fused=true``) or eager ops, the same
+    numbers."""
+    run = fused_dsq.fused if fused_dsq.usable(x, scale, zero_point, rounding) else dsq_eager
+    return run(x, scale, zero_point, qmin, qmax, alpha, rounding)
+
+
+def dsq_eager(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, alpha: float,
+    rounding: str = "half_even",
+) -> torch.Tensor:
+    """:func:`dsq_fake_quantize` with eager ops."""
     u0 = x * scale.reciprocal()
     u = torch.clamp(u0 + zero_point, qmin, qmax)
     hard = torch.clamp(round_float(u0.detach(), rounding) + zero_point, qmin, qmax)

@@ -181,6 +181,12 @@ def _probe(key: tuple) -> bool:
     return True
 
 
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit up to NaN payloads: values, NaN positions and signs (signed zeros): what a probe asks."""
+    return (torch.equal(torch.nan_to_num(a, nan=7.5), torch.nan_to_num(b, nan=7.5))
+            and torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(torch.signbit(a), torch.signbit(b)))
+
+
 def probed(key: tuple, probe: Callable[[], bool]) -> bool:
     """Whether the fused kernels are on and those behind ``key`` agree with their eager formulas: ``probe()`` runs on
     the first use of ``key`` in this process; a failed build or a disagreement turns every fused kernel off for the

@@ -262,40 +262,92 @@ std::vector<torch::Tensor> div_channels_grad(torch::Tensor grad, torch::Tensor z
 // torch.fake_quantize_per_tensor_affine's CPU arithmetic (z + nearbyint(y * (1 / s)), clamped with fmax / fmin, which
 // take the bound for a NaN: NaN and -inf give qmin; the integer code times s, so a code of 0 gives +0); M = 1, 2: the
 // eager formula of bench/quant/fake.py (clamp(round(y * (1 / s)) + z, qmin, qmax) - z) * s, NaN kept.
-template <int M>
+// V selects the output: 0 PACT's y + (q - y); 1 fake.py's fake_quantize of a y that needs a gradient (inside the grid
+// y + (q - y), else q); 2 the fake-quantized q itself (DoReFa's activations: torch's fake quantization, or fake.py's
+// without a gradient).
+template <int M, int V>
 void pact_fwd_impl(const float* x, float* out, float lo, float hi, float s, float z, float inv, float qmin,
                    float qmax, int64_t n) {
   at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const float xi = x[i];
       const float y = pick(xi >= hi, hi, pick(xi <= lo, lo, xi));
-      float q;
+      float q, t;
       if constexpr (M == 0) {
-        const float t = z + std::nearbyint(y * inv);
+        t = z + std::nearbyint(y * inv);
         const float c = t > qmin ? t : qmin;
         const float d = c < qmax ? c : qmax;
         q = ((d - z) + 0.f) * s;
       } else {
-        const float t = rnd<M>(y * inv) + z;
+        t = rnd<M>(y * inv) + z;
         q = (std::min(std::max(t, qmin), qmax) - z) * s;
       }
-      out[i] = y + (q - y);
+      if constexpr (V == 0) {
+        out[i] = y + (q - y);
+      } else if constexpr (V == 1) {
+        out[i] = pick((t >= qmin) & (t <= qmax), y + (q - y), q);
+      } else {
+        out[i] = q;
+      }
     }
   });
 }
 
+template <int V>
+void pact_fwd_mode(int64_t mode, const float* x, float* out, float lo, float hi, float s, float z, float inv,
+                   float qmin, float qmax, int64_t n) {
+  if (mode == 0) pact_fwd_impl<0, V>(x, out, lo, hi, s, z, inv, qmin, qmax, n);
+  else if (mode == 1) pact_fwd_impl<1, V>(x, out, lo, hi, s, z, inv, qmin, qmax, n);
+  else pact_fwd_impl<2, V>(x, out, lo, hi, s, z, inv, qmin, qmax, n);
+}
+
 // inv: 1 / s as the eager op computes it (torch's fake quantization: a float division; fake.py: torch.reciprocal)
 torch::Tensor pact_fwd(torch::Tensor x, double lo, double hi, double s, double z, double inv, int64_t qmin,
-                       int64_t qmax, int64_t mode) {
+                       int64_t qmax, int64_t mode, int64_t out_kind) {
   check(x, "pact fwd");
+  TORCH_CHECK(out_kind >= 0 && out_kind <= 2, "pact fwd: output kind ", out_kind, " not in 0..2");
   auto out = torch::empty_like(x);
-  auto args = std::make_tuple(x.data_ptr<float>(), out.data_ptr<float>(), static_cast<float>(lo),
+  auto args = std::make_tuple(mode, x.data_ptr<float>(), out.data_ptr<float>(), static_cast<float>(lo),
                               static_cast<float>(hi), static_cast<float>(s), static_cast<float>(z),
                               static_cast<float>(inv), static_cast<float>(qmin), static_cast<float>(qmax), x.numel());
-  if (mode == 0) std::apply(pact_fwd_impl<0>, args);
-  else if (mode == 1) std::apply(pact_fwd_impl<1>, args);
-  else std::apply(pact_fwd_impl<2>, args);
+  if (out_kind == 0) std::apply(pact_fwd_mode<0>, args);
+  else if (out_kind == 1) std::apply(pact_fwd_mode<1>, args);
+  else std::apply(pact_fwd_mode<2>, args);
   return out;
+}
+
+// DoReFa's activation quantizer, backward: the fake quantization's gradient on the clipped y (M = 0, torch's: grad
+// times its mask, 1.0 or 0.0, so -0 and NaN follow the product; M = 1, 2, fake.py's: where(inside, g, 0)), then the
+// clip's two where's as autograd gives them
+template <int M>
+void clipq_bwd_impl(const float* x, const float* g, float* gx, float lo, float hi, float z, float inv, float qmin,
+                    float qmax, int64_t n) {
+  at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const float xi = x[i];
+      const bool c1 = xi >= hi, c2 = xi <= lo;
+      const float y = pick(c1, hi, pick(c2, lo, xi));
+      const float t = M == 0 ? z + std::nearbyint(y * inv) : rnd<M>(y * inv) + z;
+      const bool inside = (t >= qmin) & (t <= qmax);
+      const float gy = M == 0 ? g[i] * pick(inside, 1.f, 0.f) : pick(inside, g[i], 0.f);
+      gx[i] = pick(c2, 0.f, pick(c1, 0.f, gy));
+    }
+  });
+}
+
+torch::Tensor clipq_bwd(torch::Tensor x, torch::Tensor grad, double lo, double hi, double z, double inv,
+                        int64_t qmin, int64_t qmax, int64_t mode) {
+  check(x, "clip-quantize bwd");
+  check(grad, "clip-quantize bwd");
+  TORCH_CHECK(grad.sizes() == x.sizes(), "clip-quantize bwd: grad and x differ in shape");
+  auto gx = torch::empty_like(x);
+  auto args = std::make_tuple(x.data_ptr<float>(), grad.data_ptr<float>(), gx.data_ptr<float>(),
+                              static_cast<float>(lo), static_cast<float>(hi), static_cast<float>(z),
+                              static_cast<float>(inv), static_cast<float>(qmin), static_cast<float>(qmax), x.numel());
+  if (mode == 0) std::apply(clipq_bwd_impl<0>, args);
+  else if (mode == 1) std::apply(clipq_bwd_impl<1>, args);
+  else std::apply(clipq_bwd_impl<2>, args);
+  return gx;
 }
 
 // PACT's backward: the two where's of the clip as autograd gives them (where(c, g, 0) / where(c, 0, g)), the gradients
@@ -327,6 +379,114 @@ std::vector<torch::Tensor> pact_bwd(torch::Tensor x, torch::Tensor grad, double 
   res.push_back(need_lo ? at::sum_to(glo, lo_shape) : torch::Tensor());
   res.push_back(need_hi ? at::sum_to(ghi, hi_shape) : torch::Tensor());
   return res;
+}
+
+// DSQ (bench/algos/dsq.py): u0 = x * r, u = clamp(u0 + z, qmin, qmax), phi = (floor(u) + cf * tanh(k * ((u - floor(u))
+// - 0.5))) + 0.5, hard = clamp(round(u0) + z, qmin, qmax), out = ((phi + (hard - phi)) - z) * s; per channel (r, s, z:
+// C values) or per tensor. The tanh and its backward stay ATen's (tanh, tanh_backward: vectorized, not correctly
+// rounded, so not rewritten here); the passes around them are fused.
+void dsq_arg_impl(const float* x, float* arg, const float* r, const float* zb, float qmin, float qmax, float k,
+                  int64_t n, int64_t C, int64_t inner) {
+  runs(n, C, inner, [&](int64_t b, int64_t e, int64_t c) {
+    const float rc = r[c], z = zb[c];
+    for (int64_t i = b; i < e; ++i) {
+      const float u = std::min(std::max(x[i] * rc + z, qmin), qmax);
+      const float fl = std::floor(u);
+      arg[i] = k * ((u - fl) - 0.5f);
+    }
+  });
+}
+
+template <int M>
+void dsq_out_impl(const float* x, const float* t, float* out, const float* r, const float* sb, const float* zb,
+                  float qmin, float qmax, float cf, int64_t n, int64_t C, int64_t inner) {
+  runs(n, C, inner, [&](int64_t b, int64_t e, int64_t c) {
+    const float rc = r[c], sc = sb[c], z = zb[c];
+    for (int64_t i = b; i < e; ++i) {
+      const float u0 = x[i] * rc;
+      const float u = std::min(std::max(u0 + z, qmin), qmax);
+      const float phi = (std::floor(u) + cf * t[i]) + 0.5f;
+      const float hard = std::min(std::max(rnd<M>(u0) + z, qmin), qmax);
+      out[i] = ((phi + (hard - phi)) - z) * sc;
+    }
+  });
+}
+
+// the gradient of x: ((tanh_backward((g * s) * cf, t) * k) + 0) where qmin < u0 + z < qmax (clamp's mask, else 0),
+// times r; floor's zero gradient is added to u's as autograd accumulates it (so -0 becomes +0)
+void dsq_gt_impl(const float* g, float* gt, const float* sb, float cf, int64_t n, int64_t C, int64_t inner) {
+  runs(n, C, inner, [&](int64_t b, int64_t e, int64_t c) {
+    const float sc = sb[c];
+    for (int64_t i = b; i < e; ++i) gt[i] = (g[i] * sc) * cf;
+  });
+}
+
+void dsq_gx_impl(const float* x, const float* ga, float* gx, const float* r, const float* zb, float qmin, float qmax,
+                 float k, int64_t n, int64_t C, int64_t inner) {
+  runs(n, C, inner, [&](int64_t b, int64_t e, int64_t c) {
+    const float rc = r[c], z = zb[c];
+    for (int64_t i = b; i < e; ++i) {
+      const float v = x[i] * rc + z;
+      const bool inside = (v > qmin) & (v < qmax);  // torch's clamp with number bounds: 0 at the bounds too
+      gx[i] = pick(inside, ga[i] * k + 0.f, 0.f) * rc;
+    }
+  });
+}
+
+std::vector<float> per_channel(const torch::Tensor& t, int64_t C, const char* name) {
+  auto c = t.detach().to(torch::kFloat).contiguous().reshape({-1});
+  TORCH_CHECK(c.numel() == C || c.numel() == 1, name, ": ", c.numel(), " values for ", C, " channels");
+  const float* p = c.data_ptr<float>();
+  std::vector<float> v(C);
+  for (int64_t i = 0; i < C; ++i) v[i] = p[c.numel() == 1 ? 0 : i];
+  return v;
+}
+
+// r: the eager reciprocal of s (computed by the caller with torch); returns {out, t} (t saved for backward)
+std::vector<torch::Tensor> dsq_fwd(torch::Tensor x, torch::Tensor r, torch::Tensor s, torch::Tensor z, int64_t qmin,
+                                   int64_t qmax, double k, double cf, int64_t mode, int64_t ch) {
+  check(x, "dsq fwd");
+  const auto [C, inner] = dims(x, ch);
+  const auto rv = per_channel(r, C, "dsq fwd r"), sv = per_channel(s, C, "dsq fwd s");
+  const auto zv = per_channel(z, C, "dsq fwd z");
+  const float lo = static_cast<float>(qmin), hi = static_cast<float>(qmax);
+  auto arg = torch::empty_like(x);
+  {
+    dsq_arg_impl(x.data_ptr<float>(), arg.data_ptr<float>(), rv.data(), zv.data(), lo, hi, static_cast<float>(k),
+                 x.numel(), C, inner);
+  }
+  auto t = at::tanh(arg);
+  auto out = torch::empty_like(x);
+  auto args = std::make_tuple(x.data_ptr<float>(), t.data_ptr<float>(), out.data_ptr<float>(), rv.data(), sv.data(),
+                              zv.data(), lo, hi, static_cast<float>(cf), x.numel(), C, inner);
+  {
+    if (mode == 0) std::apply(dsq_out_impl<0>, args);
+    else if (mode == 1) std::apply(dsq_out_impl<1>, args);
+    else std::apply(dsq_out_impl<2>, args);
+  }
+  return {out, t};
+}
+
+torch::Tensor dsq_bwd(torch::Tensor x, torch::Tensor t, torch::Tensor grad, torch::Tensor r, torch::Tensor s,
+                      torch::Tensor z, int64_t qmin, int64_t qmax, double k, double cf, int64_t ch) {
+  check(x, "dsq bwd");
+  check(t, "dsq bwd");
+  check(grad, "dsq bwd");
+  TORCH_CHECK(grad.sizes() == x.sizes() && t.sizes() == x.sizes(), "dsq bwd: grad, t and x differ in shape");
+  const auto [C, inner] = dims(x, ch);
+  const auto rv = per_channel(r, C, "dsq bwd r"), sv = per_channel(s, C, "dsq bwd s");
+  const auto zv = per_channel(z, C, "dsq bwd z");
+  auto gt = torch::empty_like(x);
+  {
+    dsq_gt_impl(grad.data_ptr<float>(), gt.data_ptr<float>(), sv.data(), static_cast<float>(cf), x.numel(), C, inner);
+  }
+  auto ga = at::tanh_backward(gt, t);
+  auto gx = torch::empty_like(x);
+  {
+    dsq_gx_impl(x.data_ptr<float>(), ga.data_ptr<float>(), gx.data_ptr<float>(), rv.data(), zv.data(),
+                static_cast<float>(qmin), static_cast<float>(qmax), static_cast<float>(k), x.numel(), C, inner);
+  }
+  return gx;
 }
 
 // keep element i: the i-th output of SplitMix64 seeded with `key` (Steele et al. 2014), its top 53 bits below t
@@ -405,6 +565,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pact_fwd", &pact_fwd, "PACT's clip, fake quantization and straight-through sum",
         py::call_guard<py::gil_scoped_release>());
   m.def("pact_bwd", &pact_bwd, "PACT's gradients of x, lo, hi", py::call_guard<py::gil_scoped_release>());
+  m.def("clipq_bwd", &clipq_bwd, "DoReFa's activation gradient (fake quantization of a clip)",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("dsq_fwd", &dsq_fwd, "DSQ's fake quantization: (out, the soft step's tanh)",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("dsq_bwd", &dsq_bwd, "DSQ's gradient of x", py::call_guard<py::gil_scoped_release>());
   m.def("mask", &drop_mask, "QDrop's keep mask of n elements", py::call_guard<py::gil_scoped_release>());
   m.def("select", &drop_select, "keep ? a : b with QDrop's keep mask", py::call_guard<py::gil_scoped_release>());
   m.def("split", &drop_split, "(keep ? g : 0, keep ? 0 : g)", py::call_guard<py::gil_scoped_release>());

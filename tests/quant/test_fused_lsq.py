@@ -179,24 +179,28 @@ def test_what_the_fused_kernels_do_not_take(fresh):
     assert not fused_lsq._checked
 
 
-@pytest.mark.parametrize("algo", ["lsq", "pact"])
+@pytest.mark.parametrize("algo", ["lsq", "pact", "dorefa", "dsq"])
 def test_a_cell_with_fused_kernels_records_the_same_numbers(fresh, make_cfg, tmp_path, algo):
     common = ("data=synthetic", "arch=tiny", f"algo={algo}", "hw=tensorrt", "train.steps_per_epoch=6",
-              "baseline.epochs=2", f"cache_dir={tmp_path / 'cache'}", "progress=false")
+              "train.log_every=2", "baseline.epochs=2", f"cache_dir={tmp_path / 'cache'}", "progress=false")
     assert runner.cell_hash(make_cfg(*common, "fused=true")) == runner.cell_hash(make_cfg(*common))
     eager = runner.run(make_cfg(*common, f"runs_dir={tmp_path / 'e'}"), tmp_path / "e" / "cell")
     assert not fused_lsq._checked
     fused = runner.run(make_cfg(*common, "fused=true", f"runs_dir={tmp_path / 'f'}"), tmp_path / "f" / "cell")
     # the cell's quantizers and strategy 4's fold went through the fused kernels, which stayed on
     assert fused_lsq.enabled() and ("fold_factor",) in fused_lsq._checked and ("div_channels",) in fused_lsq._checked
-    kernel = ("pact", "half_even") if algo == "pact" else ("half_even", False, False, False)
+    kernel = {"pact": ("pact", "half_even"), "dorefa": ("clipq", "half_even"), "dsq": ("dsq", "half_even")}.get(
+        algo, ("half_even", False, False, False))
     assert kernel in fused_lsq._checked, fused_lsq._checked
     assert eager["status"] == fused["status"] == "ok"
     for k in ("top1", "top5", "init_top1", "config_hash"):
         assert eager[k] == fused[k], k
-    assert fused["top1"] > 20  # a model that learned something, not two chance-level results
+    # a model that learned something, not two chance-level results (DoReFa's and DSQ's rule-based grids leave this
+    # tiny model at chance after 6 steps: there, a training loss that moved)
+    assert fused["top1"] > 20 or algo in ("dorefa", "dsq")
     curves = []  # the QAT training curve, every field but the epoch's seconds (the first cell also trained the FP32)
     for d in ("e", "f"):
         rows = [json.loads(line) for line in (tmp_path / d / "cell" / "metrics.jsonl").read_text().splitlines()]
         curves.append([{k: v for k, v in r.items() if k != "epoch_s"} for r in rows if r["phase"] == "qat"])
     assert curves[0] and curves[0] == curves[1]
+    assert len({r.get("loss", r.get("train_loss")) for r in curves[0]}) > 2, curves[0]  # steps 2, 4, 6 and the epoch

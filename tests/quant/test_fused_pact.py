@@ -1,6 +1,7 @@
-"""PACT's activation quantizer with the fused kernels (``bench.quant.fused_pact``, ``fused=true``): output and the
-gradients of the input and of both clips bit for bit the eager ops', for every rounding, signed / unsigned /
-asymmetric grids, ties, the clip points, NaN and infinities; a non-contiguous gradient (eager route); the probe."""
+"""PACT's and DoReFa's activation quantizers with the fused kernels (``bench.quant.fused_pact``, ``fused=true``):
+output and the gradients of the input (and of PACT's clips) bit for bit the eager ops', for every rounding, signed /
+unsigned / asymmetric grids, ties, the clip points, NaN and infinities; a non-contiguous gradient (eager route); with
+and without gradients; the probe."""
 
 from __future__ import annotations
 
@@ -85,8 +86,8 @@ def test_the_probe_turns_a_wrong_kernel_off(fresh, monkeypatch, caplog):
         pact_bwd = real.pact_bwd
 
         @staticmethod
-        def pact_fwd(x, lo, hi, s, z, inv, qmin, qmax, mode):
-            out = real.pact_fwd(x, lo, hi, s, z, inv, qmin, qmax, mode)
+        def pact_fwd(x, lo, hi, s, z, inv, qmin, qmax, mode, kind):
+            out = real.pact_fwd(x, lo, hi, s, z, inv, qmin, qmax, mode, kind)
             return torch.where(out == 0, -out.abs(), out)
 
     monkeypatch.setattr(fused_lsq, "extension", lambda: NoSignedZero)
@@ -104,3 +105,82 @@ def test_what_the_fused_kernels_do_not_take(fresh):
     assert not fused_pact.usable(torch.randn(4, 6), -torch.ones(6), torch.ones(6), "half_even")  # per channel
     fused_lsq.set_enabled(False)
     assert not fused_pact.usable(torch.randn(4, 6), -one, one, "half_even")
+
+
+def _clip_run(fn, x, lo, hi, s, z, qmin, qmax, rounding, grad):
+    xt = x.clone().requires_grad_(True)
+    out = fn(xt, lo, hi, s, z, qmin, qmax, rounding)
+    out.backward(grad)
+    with torch.no_grad():  # an evaluation: fake.py's other roundings give q itself, not y + (q - y)
+        plain = fn(x, lo, hi, s, z, qmin, qmax, rounding)
+    return [out.detach(), xt.grad, plain]
+
+
+@pytest.mark.parametrize("rounding", ["half_even", "half_up", "half_away"])
+@pytest.mark.parametrize("grid", [(-8, 7, 0, -1.0, 1.0), (0, 15, 0, 0.0, 1.0), (0, 255, 128, -1.0, 1.0)],
+                         ids=["signed", "unsigned", "asymmetric"])
+@pytest.mark.parametrize("contiguous_grad", [True, False])
+def test_fused_dorefa_activations_are_bit_identical_to_eager(fresh, rounding, grid, contiguous_grad):
+    # DoReFa's grid: the fixed range [0, 1] or [-1, 1] (qparams_from_range), clipped at the grid's ends as
+    # LearnableQuantizer.calibrated_range computes them
+    qmin, qmax, zp, lo_r, hi_r = grid
+    s = torch.tensor([(hi_r - lo_r) / (qmax - qmin) if zp else max(-lo_r, hi_r) / qmax])
+    z = torch.tensor([zp], dtype=torch.int32)
+    lo, hi = s * (qmin - z.float()), s * (qmax - z.float())
+    gen = torch.Generator().manual_seed(qmax)
+    x = torch.randn(8, 6, 9, 11, generator=gen)
+    x[0, 0, 0, :5] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0])
+    x[1] = (torch.arange(6 * 9 * 11).reshape(6, 9, 11) % 40 - 20 + zp) * s / 2  # ties, the clip points
+    grad = torch.randn(11, 9, 6, 8, generator=gen).permute(3, 2, 1, 0) if not contiguous_grad else \
+        torch.randn(8, 6, 9, 11, generator=gen)
+    grad[0, 0, 0, :3] = torch.tensor([-1.0, float("nan"), -float("inf")])  # on NaN x: 0 * grad keeps the signs
+    fused_lsq.set_enabled(True)
+    assert fused_pact.clip_usable(x, lo, hi, rounding)  # probed, agreed
+    want = _clip_run(fused_pact.clip_eager, x, lo, hi, s, z, qmin, qmax, rounding, grad)
+    got = _clip_run(fused_pact.clip_fused, x, lo, hi, s, z, qmin, qmax, rounding, grad)
+    assert fused_lsq.enabled() and ("clipq", rounding) in fused_lsq._checked
+    for a, b in zip(want, got, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(torch.signbit(a), torch.signbit(b))
+
+
+def test_dorefas_gradient_on_nan_is_torchs_mask(fresh):
+    # torch's fake quantization multiplies the gradient by its mask: NaN's code is outside the grid, so grad * 0.0
+    # (-0 for a negative gradient, NaN for an infinite one); written out here, not taken from the eager ops
+    x = torch.tensor([float("nan")] * 3 + [0.3])
+    grad = torch.tensor([-2.0, float("inf"), 2.0, -1.5])
+    lo, hi, s, z = torch.tensor([-0.8]), torch.tensor([0.7]), torch.tensor([0.1]), torch.tensor([0], dtype=torch.int32)
+    fused_lsq.set_enabled(True)
+    assert fused_pact.clip_usable(x, lo, hi, "half_even")
+    xt = x.clone().requires_grad_(True)
+    out = fused_pact.clip_fused(xt, lo, hi, s, z, -8, 7, "half_even")
+    out.backward(grad)
+    assert torch.equal(out[:3], torch.tensor([-0.8] * 3)) and out[3].item() == pytest.approx(0.3)
+    assert xt.grad[0].item() == 0.0 and torch.signbit(xt.grad[0]) and torch.isnan(xt.grad[1])
+    assert xt.grad[2].item() == 0.0 and not torch.signbit(xt.grad[2]) and xt.grad[3].item() == -1.5
+
+
+def test_a_wrong_dorefa_gradient_turns_the_kernels_off(fresh, monkeypatch, caplog):
+    real = fused_lsq.extension()
+
+    class NoMask:  # the real kernels, but the gradient passed where torch's fake quantization masks it (NaN)
+        pact_fwd = real.pact_fwd
+
+        @staticmethod
+        def clipq_bwd(x, grad, lo, hi, z, inv, qmin, qmax, mode):
+            out = real.clipq_bwd(x, grad, lo, hi, z, inv, qmin, qmax, mode)
+            return torch.where(x.isnan(), grad, out)
+
+    monkeypatch.setattr(fused_lsq, "extension", lambda: NoMask)
+    fused_lsq.set_enabled(True)
+    with caplog.at_level(logging.WARNING, logger="bench.quant.fused_lsq"):
+        assert not fused_pact.clip_usable(torch.randn(4, 3), torch.tensor([-1.0]), torch.tensor([1.0]), "half_even")
+    assert not fused_lsq.enabled() and "differ from the eager formulas" in caplog.text
+
+
+def test_learned_clips_do_not_go_through_dorefas_kernels(fresh):
+    fused_lsq.set_enabled(True)
+    one = torch.tensor([1.0])
+    assert not fused_pact.clip_usable(torch.randn(4, 6), -one, one.clone().requires_grad_(True), "half_even")
+    assert not fused_pact.clip_usable(torch.randn(4, 6).t(), -one, one, "half_even")  # non-contiguous
+    assert fused_pact.clip_usable(torch.randn(4, 6), -one, one, "half_even")
