@@ -20,6 +20,7 @@ import torch
 
 from bench.algos.base import register_algo
 from bench.algos.qat import LearnableQuantizer, QATAlgorithm, positive, ste
+from bench.quant import fused_apot
 
 PAPER_ALPHA = {"weight": 3.0, "act": 6.0}
 
@@ -72,6 +73,13 @@ def project(u: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     return levels[idx] * torch.sign(u)
 
 
+def apot_eager(x: torch.Tensor, alpha: torch.Tensor, levels: torch.Tensor, lo: float) -> torch.Tensor:
+    """``alpha * P(clamp(x / alpha, lo, 1))`` with a straight-through ``P`` (the nearest of ``levels``, sign kept),
+    with eager ops."""
+    u = torch.clamp(x / alpha, lo, 1.0)
+    return ste(u, project(u, levels)) * alpha
+
+
 class APoTQuantizer(LearnableQuantizer):
     """APoT weight / activation quantizer with a learned clip ``alpha``."""
 
@@ -109,8 +117,9 @@ class APoTQuantizer(LearnableQuantizer):
             std, mean = torch.std_mean(x)
             x = (x - mean) / std
             gain = std.detach()
-        u = torch.clamp(x / alpha, -1.0 if signed else 0.0, 1.0)
-        q = ste(u, project(u, self.levels)) * alpha
+        # the projection: fused kernels (fused=true) or eager, the same numbers
+        run = fused_apot.fused if fused_apot.usable(x, alpha, self.levels) else apot_eager
+        q = run(x, alpha, self.levels, -1.0 if signed else 0.0)
         return q if gain is None else q * gain
 
     def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

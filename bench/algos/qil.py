@@ -21,7 +21,19 @@ import torch
 
 from bench.algos.base import register_algo
 from bench.algos.qat import LearnableQuantizer, QATAlgorithm, grad_scale, lsq_grad_factor
+from bench.quant import fused_qil
 from bench.quant.fake import EPS, round_ste
+
+
+def qil_eager(x: torch.Tensor, cm: torch.Tensor, w: torch.Tensor, qmax: int, signed: bool) -> torch.Tensor:
+    """QIL's transformer ``clamp((|x| - cm) / w, 0, 1)`` (``x`` unsigned), quantized to ``qmax`` levels, sign kept and
+    multiplied back by the detached ``w``, with eager ops (``cm = c - d``, ``w = 2 d``)."""
+    mag = x.abs() if signed else x
+    t = torch.clamp((mag - cm) / w, 0.0, 1.0)
+    q = round_ste(t * qmax) / qmax
+    if signed:
+        q = q * torch.sign(x)
+    return q * w.detach()
 
 
 class QILQuantizer(LearnableQuantizer):
@@ -39,12 +51,10 @@ class QILQuantizer(LearnableQuantizer):
         g = lsq_grad_factor(x.numel(), qmax)
         c, d = grad_scale(self.c, g), grad_scale(self.d, g).abs().clamp_min(EPS)
         signed = self.kind == "weight" or self.signed
-        mag = x.abs() if signed else x
-        t = torch.clamp((mag - (c - d)) / (2 * d), 0.0, 1.0)
-        q = round_ste(t * qmax) / qmax
-        if signed:
-            q = q * torch.sign(x)
-        return q * (2 * d).detach()
+        cm, w = c - d, 2 * d
+        # the transformer and discretiser: fused kernels (fused=true) or eager, the same numbers
+        run = fused_qil.fused if fused_qil.usable(x, cm, w) else qil_eager
+        return run(x, cm, w, qmax, signed)
 
     def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         _, qmax = self.qrange

@@ -489,6 +489,180 @@ torch::Tensor dsq_bwd(torch::Tensor x, torch::Tensor t, torch::Tensor grad, torc
   return gx;
 }
 
+// APoT (bench/algos/apot.py): v = x / a, u = clamp(v, lo, 1), p = levels[bucketize(|u|, mids)] * sign(u),
+// out = (u + (p - u)) * a. bucketize(right=False) is the number of mids below |u| (NaN: all of them, as torch's):
+// counted over blocks of elements, one mid at a time (vectorized), or for long level lists (8 bits) by a branch-free
+// binary search per element; torch.sign gives 0 for NaN and +0 for -0.
+constexpr int64_t kBlock = 256;
+constexpr int64_t kLinearMids = 48;  // up to this many mids, counting beats a search
+
+void apot_idx(const float* au, int32_t* idx, int64_t len, const float* mids, int64_t m) {
+  if (m <= kLinearMids) {
+    for (int64_t k = 0; k < len; ++k) idx[k] = 0;
+    for (int64_t j = 0; j < m; ++j) {
+      const float mj = mids[j];
+      for (int64_t k = 0; k < len; ++k) idx[k] += static_cast<int32_t>(!(mj >= au[k]));  // mj < |u|, or |u| NaN
+    }
+    return;
+  }
+  for (int64_t k = 0; k < len; ++k) {
+    const float* base = mids;
+    int64_t n = m;
+    while (n > 1) {
+      const int64_t half = n / 2;
+      base = !(base[half] >= au[k]) ? base + half : base;
+      n -= half;
+    }
+    idx[k] = static_cast<int32_t>((base - mids) + static_cast<int64_t>(!(base[0] >= au[k])));
+  }
+}
+
+inline float sign_of(float u) { return pick(0.f < u, 1.f, 0.f) - pick(u < 0.f, 1.f, 0.f); }
+
+// f(begin, end) over blocks of at most kBlock elements, split across torch's threads
+template <class F>
+void apot_blocks(int64_t n, const F& f) {
+  at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t s = b; s < e; s += kBlock) f(s, std::min(e, s + kBlock));
+  });
+}
+
+torch::Tensor apot_fwd(torch::Tensor x, double a, double lo, torch::Tensor mids, torch::Tensor levels) {
+  check(x, "apot fwd");
+  check(mids, "apot fwd mids");
+  check(levels, "apot fwd levels");
+  TORCH_CHECK(levels.numel() == mids.numel() + 1, "apot fwd: one level more than mids is needed");
+  auto out = torch::empty_like(x);
+  const float *px = x.data_ptr<float>(), *pm = mids.data_ptr<float>(), *pl = levels.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  const float af = static_cast<float>(a), l = static_cast<float>(lo);
+  const int64_t m = mids.numel();
+  apot_blocks(x.numel(), [&](int64_t b, int64_t e) {
+    float u[kBlock], au[kBlock];
+    int32_t idx[kBlock];
+    const int64_t len = e - b;
+    for (int64_t k = 0; k < len; ++k) {
+      u[k] = std::min(std::max(px[b + k] / af, l), 1.f);
+      au[k] = std::fabs(u[k]);
+    }
+    apot_idx(au, idx, len, pm, m);
+    for (int64_t k = 0; k < len; ++k) au[k] = pl[idx[k]];  // the level (a gather)
+    for (int64_t k = 0; k < len; ++k) {
+      const float p = au[k] * sign_of(u[k]);
+      po[b + k] = (u[k] + (p - u[k])) * af;
+    }
+  });
+  return out;
+}
+
+// APoT's backward as autograd gives it: the gradient of x ((g * a) where lo < v < 1, else 0; divided by a: torch's
+// clamp with number bounds passes none at the bounds) and of a, sum_to(g * ste) + sum_to((-gv) * ((x / a) / a)) (the
+// product's and the division's gradients, each reduced as autograd reduces a broadcast input's)
+std::vector<torch::Tensor> apot_bwd(torch::Tensor x, torch::Tensor grad, double a, double lo, torch::Tensor mids,
+                                    torch::Tensor levels, std::vector<int64_t> a_shape, bool need_a) {
+  check(x, "apot bwd");
+  check(grad, "apot bwd");
+  TORCH_CHECK(grad.sizes() == x.sizes(), "apot bwd: grad and x differ in shape");
+  auto gx = torch::empty_like(x);
+  auto p1 = need_a ? torch::empty_like(x) : torch::Tensor(), p2 = need_a ? torch::empty_like(x) : torch::Tensor();
+  const float *px = x.data_ptr<float>(), *pg = grad.data_ptr<float>(), *pm = mids.data_ptr<float>();
+  const float* pl = levels.data_ptr<float>();
+  float *ogx = gx.data_ptr<float>(), *o1 = need_a ? p1.data_ptr<float>() : nullptr;
+  float* o2 = need_a ? p2.data_ptr<float>() : nullptr;
+  const float af = static_cast<float>(a), l = static_cast<float>(lo);
+  const int64_t m = mids.numel();
+  apot_blocks(x.numel(), [&](int64_t b, int64_t e) {
+    float u[kBlock], au[kBlock];
+    int32_t idx[kBlock];
+    const int64_t len = e - b;
+    for (int64_t k = 0; k < len; ++k) {
+      const float v = px[b + k] / af;
+      const float gv = pick((v > l) & (v < 1.f), pg[b + k] * af, 0.f);
+      ogx[b + k] = gv / af;
+      u[k] = std::min(std::max(v, l), 1.f);
+      au[k] = std::fabs(u[k]);
+      if (o2) o2[b + k] = (-gv) * (v / af);
+    }
+    if (!o1) return;
+    apot_idx(au, idx, len, pm, m);
+    for (int64_t k = 0; k < len; ++k) au[k] = pl[idx[k]];
+    for (int64_t k = 0; k < len; ++k) {
+      const float p = au[k] * sign_of(u[k]);
+      o1[b + k] = pg[b + k] * (u[k] + (p - u[k]));
+    }
+  });
+  std::vector<torch::Tensor> res{gx};
+  res.push_back(need_a ? at::sum_to(p1, a_shape) + at::sum_to(p2, a_shape) : torch::Tensor());
+  return res;
+}
+
+// QIL (bench/algos/qil.py): m = |x| (signed) or x, t = clamp((m - cm) / w, 0, 1), y = t * qmax,
+// r = y + (round(y) - y), out = ((r / qmax) * sign(x)) * w (signed; unsigned without the sign), with cm = c - d and
+// w = 2 d computed by the caller. torch.sign / sgn give 0 for NaN and +0 for -0.
+template <bool SIGNED>
+void qil_fwd_impl(const float* x, float* out, float cm, float w, float qf, int64_t n) {
+  at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const float m = SIGNED ? std::fabs(x[i]) : x[i];
+      const float t = std::min(std::max((m - cm) / w, 0.f), 1.f);
+      const float y = t * qf;
+      float q = (y + (std::nearbyint(y) - y)) / qf;
+      if constexpr (SIGNED) q = q * sign_of(x[i]);
+      out[i] = q * w;
+    }
+  });
+}
+
+torch::Tensor qil_fwd(torch::Tensor x, double cm, double w, int64_t qmax, bool is_signed) {
+  check(x, "qil fwd");
+  auto out = torch::empty_like(x);
+  auto args = std::make_tuple(x.data_ptr<float>(), out.data_ptr<float>(), static_cast<float>(cm),
+                              static_cast<float>(w), static_cast<float>(qmax), x.numel());
+  if (is_signed) std::apply(qil_fwd_impl<true>, args);
+  else std::apply(qil_fwd_impl<false>, args);
+  return out;
+}
+
+// QIL's backward as autograd gives it: g * w (the detached 2 d), times sign(x) (signed), / qmax, * qmax, clamp's mask
+// (0 < f < 1, strict), / w; x's gradient times sgn(x) plus sign's zero gradient (signed); the gradients of cm
+// (-ge) and w (-gf * ((e / w) / w)) per element, each reduced with at::sum_to
+template <bool SIGNED>
+void qil_bwd_impl(const float* x, const float* g, float* gx, float* pc, float* pw, float cm, float w, float qf,
+                  int64_t n) {
+  at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const float sg = sign_of(x[i]);
+      const float m = SIGNED ? std::fabs(x[i]) : x[i];
+      const float ev = m - cm;
+      const float f = ev / w;
+      float gq = g[i] * w;
+      if constexpr (SIGNED) gq = gq * sg;
+      const float gt = (gq / qf) * qf;
+      const float gf = pick((f > 0.f) & (f < 1.f), gt, 0.f);
+      const float ge = gf / w;
+      gx[i] = SIGNED ? ge * sg + 0.f : ge;
+      if (pc) pc[i] = -ge;
+      if (pw) pw[i] = (-gf) * (f / w);
+    }
+  });
+}
+
+std::vector<torch::Tensor> qil_bwd(torch::Tensor x, torch::Tensor grad, double cm, double w, int64_t qmax,
+                                   bool is_signed, std::vector<int64_t> cm_shape, std::vector<int64_t> w_shape,
+                                   bool need_cm, bool need_w) {
+  check(x, "qil bwd");
+  check(grad, "qil bwd");
+  TORCH_CHECK(grad.sizes() == x.sizes(), "qil bwd: grad and x differ in shape");
+  auto gx = torch::empty_like(x);
+  auto pc = need_cm ? torch::empty_like(x) : torch::Tensor(), pw = need_w ? torch::empty_like(x) : torch::Tensor();
+  auto args = std::make_tuple(x.data_ptr<float>(), grad.data_ptr<float>(), gx.data_ptr<float>(),
+                              need_cm ? pc.data_ptr<float>() : nullptr, need_w ? pw.data_ptr<float>() : nullptr,
+                              static_cast<float>(cm), static_cast<float>(w), static_cast<float>(qmax), x.numel());
+  if (is_signed) std::apply(qil_bwd_impl<true>, args);
+  else std::apply(qil_bwd_impl<false>, args);
+  return {gx, need_cm ? at::sum_to(pc, cm_shape) : torch::Tensor(), need_w ? at::sum_to(pw, w_shape) : torch::Tensor()};
+}
+
 // keep element i: the i-th output of SplitMix64 seeded with `key` (Steele et al. 2014), its top 53 bits below t
 inline bool keep(uint64_t key, int64_t i, uint64_t t) {
   uint64_t z = key + static_cast<uint64_t>(i + 1) * 0x9e3779b97f4a7c15ULL;
@@ -570,6 +744,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dsq_fwd", &dsq_fwd, "DSQ's fake quantization: (out, the soft step's tanh)",
         py::call_guard<py::gil_scoped_release>());
   m.def("dsq_bwd", &dsq_bwd, "DSQ's gradient of x", py::call_guard<py::gil_scoped_release>());
+  m.def("apot_fwd", &apot_fwd, "APoT's projection onto its levels", py::call_guard<py::gil_scoped_release>());
+  m.def("apot_bwd", &apot_bwd, "APoT's gradients of x and alpha", py::call_guard<py::gil_scoped_release>());
+  m.def("qil_fwd", &qil_fwd, "QIL's transformer and discretiser", py::call_guard<py::gil_scoped_release>());
+  m.def("qil_bwd", &qil_bwd, "QIL's gradients of x, c - d and 2 d", py::call_guard<py::gil_scoped_release>());
   m.def("mask", &drop_mask, "QDrop's keep mask of n elements", py::call_guard<py::gil_scoped_release>());
   m.def("select", &drop_select, "keep ? a : b with QDrop's keep mask", py::call_guard<py::gil_scoped_release>());
   m.def("split", &drop_split, "(keep ? g : 0, keep ? 0 : g)", py::call_guard<py::gil_scoped_release>());

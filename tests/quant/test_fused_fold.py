@@ -106,12 +106,13 @@ def test_probes_agree_and_a_disagreeing_one_turns_the_kernels_off(fresh, monkeyp
 
 def test_the_probes_leave_the_global_random_state_alone(fresh):
     # a probe runs inside a cell's first step: drawing from torch's global generator would change the cell's numbers
-    from bench.quant import fused_dsq, fused_pact
+    from bench.quant import fused_apot, fused_dsq, fused_pact, fused_qil
 
     fused_lsq.set_enabled(True)
     state = torch.get_rng_state()
     assert fused_fold._probe_factor() and fused_fold._probe_div() and fused_pact.probe_pact("half_even")
     assert fused_pact.probe_clip("half_up") and fused_dsq.probe("half_even")
+    assert fused_apot.probe() and fused_qil.probe()
     assert fused_lsq._probe(("half_even", True, True, True)) and fused_lsq._probe(("half_up", False, False, False))
     assert torch.equal(torch.get_rng_state(), state)
 

@@ -1,0 +1,96 @@
+"""APoT's projection with the fused kernels (``bench.quant.fused_apot``, ``fused=true``): output (with and without
+gradients) and the gradients of the input and the clip bit for bit the eager ops', for every level set (2 to 8 bits),
+signed and unsigned ranges, the decision points between levels, the clip's ends, NaN and infinities; a non-contiguous
+gradient (eager route); the probe. The eager formula itself is tested against APoT's rules in tests/algos."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from bench.algos.apot import apot_eager, apot_levels
+from bench.quant import fused_apot, fused_lsq
+from tests.quant.compiler import needs_compiler
+
+pytestmark = [pytest.mark.filterwarnings("ignore"), needs_compiler]
+
+
+def _run(fn, x, alpha, levels, lo, grad):
+    xt, at = x.clone().requires_grad_(True), alpha.clone().requires_grad_(True)
+    out = fn(xt, at, levels, lo)
+    out.backward(grad)
+    with torch.no_grad():
+        plain = fn(x, alpha, levels, lo)
+    return [out.detach(), xt.grad, at.grad, plain]
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("lo", [0.0, -1.0], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("contiguous_grad", [True, False])
+def test_fused_apot_is_bit_identical_to_eager(fresh, bits, lo, contiguous_grad):
+    gen = torch.Generator().manual_seed(bits)
+    levels = apot_levels(bits)
+    alpha = torch.tensor([0.83])
+    x = torch.randn(6, 5, 7, 9, generator=gen) * 0.6
+    m = (levels[1:] + levels[:-1]) / 2  # the decision points, written out here
+    edges = torch.cat([m, m.nextafter(torch.tensor(2.0)), -m, torch.tensor([1.0, -1.0])]) * alpha
+    x.view(-1)[:len(edges)] = edges
+    grad = torch.randn(9, 7, 5, 6, generator=gen).permute(3, 2, 1, 0) if not contiguous_grad else \
+        torch.randn(6, 5, 7, 9, generator=gen)
+    fused_lsq.set_enabled(True)
+    assert fused_apot.usable(x, alpha, levels)  # probed, agreed
+    want = _run(apot_eager, x, alpha, levels, lo, grad)
+    got = _run(fused_apot.fused, x, alpha, levels, lo, grad)
+    assert fused_lsq.enabled() and ("apot",) in fused_lsq._checked
+    for a, b in zip(want, got, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(torch.signbit(a), torch.signbit(b))
+    assert torch.isfinite(got[2]).all() and got[2].item() != 0  # the clip learns
+
+
+def test_the_fused_projection_lands_on_the_nearest_level(fresh):
+    # independently of the eager code: the output over alpha is the level nearest to clamp(x / alpha), sign kept
+    levels = apot_levels(4)
+    alpha = torch.tensor([1.5])
+    x = torch.linspace(-2, 2, 4001)
+    fused_lsq.set_enabled(True)
+    assert fused_apot.usable(x, alpha, levels)
+    got = fused_apot.fused(x, alpha, levels, -1.0) / alpha
+    u = (x / alpha).clamp(-1, 1)
+    dist = (u.abs()[:, None] - levels[None, :]).abs()
+    nearest = levels[dist.argmin(1)] * u.sign()
+    ties = (dist.sort(1).values[:, :2].diff(dim=1).abs() < 1e-6).squeeze(1)
+    assert ties.sum() < 20 and torch.allclose(got[~ties], nearest[~ties], atol=1e-6)
+
+
+def test_a_wrong_kernel_is_turned_off(fresh, monkeypatch, caplog):
+    real = fused_lsq.extension()
+
+    class RightClosed:  # the real kernels, but a value on a decision point sent to the upper level (right=True)
+        apot_bwd = real.apot_bwd
+
+        @staticmethod
+        def apot_fwd(x, a, lo, mids, levels):
+            u = (x / a).clamp(lo, 1.0)
+            idx = torch.bucketize(u.abs(), mids, right=True)
+            return ((levels[idx] * torch.sign(u)) * a).where(torch.isin(u.abs(), mids),
+                                                             real.apot_fwd(x, a, lo, mids, levels))
+
+    monkeypatch.setattr(fused_lsq, "extension", lambda: RightClosed)
+    fused_lsq.set_enabled(True)
+    with caplog.at_level(logging.WARNING, logger="bench.quant.fused_lsq"):
+        assert not fused_apot.usable(torch.randn(4, 3), torch.tensor([1.0]), apot_levels(4))
+    assert not fused_lsq.enabled() and "differ from the eager formulas" in caplog.text
+
+
+def test_what_the_fused_kernels_do_not_take(fresh):
+    fused_lsq.set_enabled(True)
+    one, levels = torch.tensor([1.0]), apot_levels(4)
+    assert not fused_apot.usable(torch.randn(4, 6).t(), one, levels)  # non-contiguous
+    assert not fused_apot.usable(torch.randn(4, 6), torch.ones(4, 1), levels)  # a clip per row
+    assert not fused_apot.usable(torch.randn(4, 6), one, levels.double())
+    assert fused_apot.usable(torch.randn(4, 6), one, levels)
+    fused_lsq.set_enabled(False)
+    assert not fused_apot.usable(torch.randn(4, 6), one, levels)
