@@ -238,7 +238,7 @@ class BenchConfig:
     deploy: DeployConfig = field(default_factory=DeployConfig)
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None = all cores
-    fused: bool = False  # fused CPU kernels (bench.quant.fused_lsq / fused_fold): the same numbers, a faster step
+    fused: bool = False  # fused CPU kernels (bench.quant.fused_*): the same numbers, a faster step
     progress: bool = True
     runs_dir: str = "runs"
     cache_dir: str | None = None  # FP32 baselines; None = $BENCH_CACHE or ~/.cache/bench

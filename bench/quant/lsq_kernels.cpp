@@ -17,15 +17,35 @@
 
 namespace {
 
+// k ? a : b on the bits, without a branch: GCC vectorizes it where it keeps a float `k ? a : b` scalar (trapping math),
+// and a branch on QDrop's random masks would be mispredicted half the time
+inline float pick(bool k, float a, float b) {
+  uint32_t ua, ub;
+  std::memcpy(&ua, &a, 4);
+  std::memcpy(&ub, &b, 4);
+  const uint32_t m = 0u - static_cast<uint32_t>(k);
+  const uint32_t r = (ua & m) | (ub & ~m);
+  float out;
+  std::memcpy(&out, &r, 4);
+  return out;
+}
+
+// floor(u), bit for bit (checked on all 2^32 floats), in operations GCC vectorizes: with trapping math it keeps
+// std::floor scalar (the loops around it too); nearbyint (round half to even) is floor or floor + 1
+inline float floorv(float u) {
+  const float t = std::nearbyint(u);
+  return t - pick(t > u, 1.f, 0.f);
+}
+
 template <int M>
 inline float rnd(float u) {
   if constexpr (M == 0) {
     return std::nearbyint(u);  // torch.round: half to even (the default rounding mode)
   } else if constexpr (M == 1) {
-    return std::floor(u + 0.5f);  // floor(u + 1/2)
+    return floorv(u + 0.5f);  // floor(u + 1/2)
   } else {
     float sg = u > 0.f ? 1.f : (u < 0.f ? -1.f : 0.f);  // torch.sign(u) * floor(|u| + 1/2)
-    return sg * std::floor(std::fabs(u) + 0.5f);
+    return sg * floorv(std::fabs(u) + 0.5f);
   }
 }
 
@@ -57,17 +77,6 @@ void fwd_impl(const float* x, float* out, const float* r, const float* sb, const
   });
 }
 
-// k ? a : b on the bits, without a branch: the masks are random, a branch would be mispredicted half the time
-inline float pick(bool k, float a, float b) {
-  uint32_t ua, ub;
-  std::memcpy(&ua, &a, 4);
-  std::memcpy(&ub, &b, 4);
-  const uint32_t m = 0u - static_cast<uint32_t>(k);
-  const uint32_t r = (ua & m) | (ub & ~m);
-  float out;
-  std::memcpy(&out, &r, 4);
-  return out;
-}
 
 template <int M, bool ZERO_Z, bool NEED_Z>
 void bwd_impl(const float* x, const float* g, float* gx, float* ps, float* pz, const float* r, const float* sb,
@@ -124,7 +133,7 @@ Grid grid(const torch::Tensor& s, const c10::optional<torch::Tensor>& z, int64_t
     g.sb[c] = ps[c];
     g.r[c] = pr[c];
     // std::max / std::min keep a NaN first argument, as torch.clamp keeps a NaN
-    const float zr = pz ? std::min(std::max(std::floor(pz[c] + 0.5f), fmin), fmax) : 0.f;
+    const float zr = pz ? std::min(std::max(floorv(pz[c] + 0.5f), fmin), fmax) : 0.f;
     g.zb[c] = zr;
     g.lo[c] = fmin - zr;
     g.hi[c] = fmax - zr;
@@ -391,7 +400,7 @@ void dsq_arg_impl(const float* x, float* arg, const float* r, const float* zb, f
     const float rc = r[c], z = zb[c];
     for (int64_t i = b; i < e; ++i) {
       const float u = std::min(std::max(x[i] * rc + z, qmin), qmax);
-      const float fl = std::floor(u);
+      const float fl = floorv(u);
       arg[i] = k * ((u - fl) - 0.5f);
     }
   });
@@ -405,7 +414,7 @@ void dsq_out_impl(const float* x, const float* t, float* out, const float* r, co
     for (int64_t i = b; i < e; ++i) {
       const float u0 = x[i] * rc;
       const float u = std::min(std::max(u0 + z, qmin), qmax);
-      const float phi = (std::floor(u) + cf * t[i]) + 0.5f;
+      const float phi = (floorv(u) + cf * t[i]) + 0.5f;
       const float hard = std::min(std::max(rnd<M>(u0) + z, qmin), qmax);
       out[i] = ((phi + (hard - phi)) - z) * sc;
     }
