@@ -8,7 +8,8 @@ Every variant is the same FP32 model (``--arch`` with fresh weights, BN gammas s
 divides by ``gamma / sigma`` and returns NaN for the zero-initialised last BN of a residual block; random 1x32x32
 data, 10 classes) trained with the same step
 (forward, label-smoothed cross-entropy, backward, SGD Nesterov update):
-- ``fp32``: the plain model;
+- ``fp32``: the plain model, and ``fp32-control``, a second copy of it timed like every other variant: its ratio,
+  which should be 1.00, shows how far this machine's noise moves a ratio in this run;
 - each QAT algorithm at W4A4 on ``--hw`` (QIL / APoT on academic, the only profile they run on), prepared and
   calibrated by the harness (BN folding of the profile included);
 - with ``--fused``, every algorithm again with the fused CPU kernels of a cell's ``fused=true`` (LSQ's and LSQ+'s
@@ -117,7 +118,8 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,)).to(dev)
     calib = torch.randn(256, 1, 32, 32).to(dev)
 
-    variants: dict[str, Callable[[], None]] = {"fp32": make_step(copy.deepcopy(model), x, y)}
+    variants: dict[str, Callable[[], None]] = {"fp32": make_step(copy.deepcopy(model), x, y),
+                                               "fp32-control": make_step(copy.deepcopy(model), x, y)}
     for algo in args.algos.split(","):
         hw = "academic" if ALGOS.get(algo).academic_only else args.hw  # type: ignore[attr-defined]
         variants[f"{algo}/{hw}"] = make_step(harness_qat(model, algo, hw, calib), x, y)

@@ -36,7 +36,7 @@ def test_qat_step_benchmark_runs_on_a_device(tmp_path):
     p = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = {line.split()[0]: line.split()[1:] for line in p.stdout.splitlines()[2:]}
-    assert set(rows) == {"fp32", "lsq/tensorrt"} and float(rows["fp32"][1]) == 1.0
+    assert set(rows) == {"fp32", "fp32-control", "lsq/tensorrt"} and float(rows["fp32"][1]) == 1.0
 
 
 @no_gpu
