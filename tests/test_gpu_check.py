@@ -39,6 +39,18 @@ def test_qat_step_benchmark_runs_on_a_device(tmp_path):
     assert set(rows) == {"fp32", "fp32-control", "lsq/tensorrt"} and float(rows["fp32"][1]) == 1.0
 
 
+def test_qat_step_benchmark_isolates_each_algorithm(tmp_path):
+    # --isolate: one process per algorithm (and torch.ao), each row's ratio against its own process's fp32
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "qat_step_speed.py"), "--arch", "tiny", "--batch", "8",
+           "--steps", "1", "--rounds", "1", "--algos", "lsq,dorefa", "--threads", "1", "--isolate"]
+    p = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [line.rsplit(maxsplit=4) for line in p.stdout.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["lsq/tensorrt", "dorefa/tensorrt", "torch.ao prepare_qat_fx"]
+    for _, ms, ratio, control, fp32 in rows:
+        assert float(ratio) == pytest.approx(float(ms) / float(fp32), rel=0.05) and float(control) > 0
+
+
 @no_gpu
 def test_qat_step_benchmark_refuses_cuda_without_a_gpu(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "qat_step_speed.py"), "--device", "cuda"]
