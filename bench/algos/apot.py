@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from bench.algos.base import register_algo
-from bench.algos.qat import LearnableQuantizer, QATAlgorithm, positive, ste
+from bench.algos.qat import LearnableQuantizer, QATAlgorithm, positive
 from bench.quant import fused_apot
 
 PAPER_ALPHA = {"weight": 3.0, "act": 6.0}
@@ -66,20 +66,6 @@ def apot_levels(b: int) -> torch.Tensor:
     return t / t.max()
 
 
-def project(u: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Nearest level of ``|u|`` (``u`` in [-1, 1], levels sorted in [0, 1]), sign kept."""
-    mids = (levels[1:] + levels[:-1]) / 2
-    idx = torch.bucketize(u.abs(), mids)
-    return levels[idx] * torch.sign(u)
-
-
-def apot_eager(x: torch.Tensor, alpha: torch.Tensor, levels: torch.Tensor, lo: float) -> torch.Tensor:
-    """``alpha * P(clamp(x / alpha, lo, 1))`` with a straight-through ``P`` (the nearest of ``levels``, sign kept),
-    with eager ops."""
-    u = torch.clamp(x / alpha, lo, 1.0)
-    return ste(u, project(u, levels)) * alpha
-
-
 class APoTQuantizer(LearnableQuantizer):
     """APoT weight / activation quantizer with a learned clip ``alpha``."""
 
@@ -118,7 +104,7 @@ class APoTQuantizer(LearnableQuantizer):
             x = (x - mean) / std
             gain = std.detach()
         # the projection: fused kernels (fused=true) or eager, the same numbers
-        run = fused_apot.fused if fused_apot.usable(x, alpha, self.levels) else apot_eager
+        run = fused_apot.fused if fused_apot.usable(x, alpha, self.levels) else fused_apot.eager
         q = run(x, alpha, self.levels, -1.0 if signed else 0.0)
         return q if gain is None else q * gain
 

@@ -18,7 +18,6 @@ and zero point follow the profile's format (``qparams_from_range``: symmetric / 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -28,20 +27,11 @@ from bench.algos.qat import LearnableQuantizer, QATAlgorithm, QATParams, reduce_
 from bench.errors import BenchError
 from bench.quant import fused_dsq
 from bench.quant.fake import qparams_from_range
-from bench.quant.fixedpoint import round_float
 from bench.quant.observers import range_qparams
 
 DSQ_ALPHA = 0.4
 WEIGHT_K = 2.6
 EMA_MOMENTUM = 0.9
-
-
-def dsq_soft_step(u: torch.Tensor, alpha: float) -> torch.Tensor:
-    """DSQ's tanh soft step ``phi(u)`` (its derivative is DSQ's gradient of rounding)."""
-    tanh_scale = 1.0 / (1.0 - alpha)
-    k = math.log((tanh_scale + 1.0) / (tanh_scale - 1.0))
-    fl = torch.floor(u)
-    return fl + 0.5 * tanh_scale * torch.tanh(k * (u - fl - 0.5)) + 0.5
 
 
 def dsq_fake_quantize(
@@ -51,20 +41,8 @@ def dsq_fake_quantize(
     """DSQ fake quantization with a fixed (broadcastable) scale / zero point: the exact quantization forward, the
     soft step's derivative backward (0 where clamped). Fused kernels (``fused=true``) or eager ops, the same
     numbers."""
-    run = fused_dsq.fused if fused_dsq.usable(x, scale, zero_point, rounding) else dsq_eager
+    run = fused_dsq.fused if fused_dsq.usable(x, scale, zero_point, rounding) else fused_dsq.eager
     return run(x, scale, zero_point, qmin, qmax, alpha, rounding)
-
-
-def dsq_eager(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, alpha: float,
-    rounding: str = "half_even",
-) -> torch.Tensor:
-    """:func:`dsq_fake_quantize` with eager ops."""
-    u0 = x * scale.reciprocal()
-    u = torch.clamp(u0 + zero_point, qmin, qmax)
-    hard = torch.clamp(round_float(u0.detach(), rounding) + zero_point, qmin, qmax)
-    soft = dsq_soft_step(u, alpha)
-    return (soft + (hard - soft).detach() - zero_point) * scale
 
 
 @dataclass(frozen=True)

@@ -22,18 +22,7 @@ import torch
 from bench.algos.base import register_algo
 from bench.algos.qat import LearnableQuantizer, QATAlgorithm, grad_scale, lsq_grad_factor
 from bench.quant import fused_qil
-from bench.quant.fake import EPS, round_ste
-
-
-def qil_eager(x: torch.Tensor, cm: torch.Tensor, w: torch.Tensor, qmax: int, signed: bool) -> torch.Tensor:
-    """QIL's transformer ``clamp((|x| - cm) / w, 0, 1)`` (``x`` unsigned), quantized to ``qmax`` levels, sign kept and
-    multiplied back by the detached ``w``, with eager ops (``cm = c - d``, ``w = 2 d``)."""
-    mag = x.abs() if signed else x
-    t = torch.clamp((mag - cm) / w, 0.0, 1.0)
-    q = round_ste(t * qmax) / qmax
-    if signed:
-        q = q * torch.sign(x)
-    return q * w.detach()
+from bench.quant.fake import EPS
 
 
 class QILQuantizer(LearnableQuantizer):
@@ -53,7 +42,7 @@ class QILQuantizer(LearnableQuantizer):
         signed = self.kind == "weight" or self.signed
         cm, w = c - d, 2 * d
         # the transformer and discretiser: fused kernels (fused=true) or eager, the same numbers
-        run = fused_qil.fused if fused_qil.usable(x, cm, w) else qil_eager
+        run = fused_qil.fused if fused_qil.usable(x, cm, w) else fused_qil.eager
         return run(x, cm, w, qmax, signed)
 
     def effective_qparams(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,5 @@
-"""APoT's projection onto its levels (:func:`bench.algos.apot.apot_eager`) with fused CPU kernels (``fused=true``),
-from the C++ extension of :mod:`bench.quant.fused_lsq`.
+"""APoT's projection onto its levels (:class:`bench.algos.apot.APoTQuantizer`): the eager formula (:func:`eager`)
+and fused CPU kernels of it (``fused=true``, :func:`fused`), from the C++ extension of :mod:`bench.quant.fused_lsq`.
 
 Bit for bit the eager ops: the division by the learned clip, the clamp, the nearest level (``torch.bucketize`` of
 ``|u|`` on the mid-points between levels, then ``levels[idx] * sign(u)``), the straight-through sum and the product
@@ -19,8 +19,20 @@ from bench.quant import fused_lsq
 
 
 def mids(levels: torch.Tensor) -> torch.Tensor:
-    """The mid-points between consecutive levels (the decision points of the nearest level), as eager computes them."""
+    """The mid-points between consecutive levels (the decision points of the nearest level)."""
     return (levels[1:] + levels[:-1]) / 2
+
+
+def project(u: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Nearest level of ``|u|`` (``u`` in [-1, 1], levels sorted in [0, 1]), sign kept."""
+    idx = torch.bucketize(u.abs(), mids(levels))
+    return levels[idx] * torch.sign(u)
+
+
+def eager(x: torch.Tensor, alpha: torch.Tensor, levels: torch.Tensor, lo: float) -> torch.Tensor:
+    """``alpha * P(clamp(x / alpha, lo, 1))`` with a straight-through ``P`` (:func:`project`), with eager ops."""
+    u = torch.clamp(x / alpha, lo, 1.0)
+    return (u + (project(u, levels) - u).detach()) * alpha
 
 
 class _APoT(torch.autograd.Function):
@@ -40,11 +52,9 @@ class _APoT(torch.autograd.Function):
         x, alpha, levels, m = ctx.saved_tensors
         need_a = ctx.needs_input_grad[1]
         if not grad.is_contiguous():  # autograd's own gradients: results in grad's layout, sums in its order
-            from bench.algos.apot import apot_eager
-
             with torch.enable_grad():
                 xx, aa = x.detach().requires_grad_(True), alpha.detach().requires_grad_(need_a)
-                out = apot_eager(xx, aa, levels, ctx.lo)
+                out = eager(xx, aa, levels, ctx.lo)
                 grads = torch.autograd.grad(out, [xx, aa] if need_a else [xx], grad)
             return grads[0], grads[1] if need_a else None, None, None
         gx, ga = fused_lsq.extension().apot_bwd(x, grad, alpha.item(), ctx.lo, m, levels, list(alpha.shape), need_a)
@@ -52,7 +62,7 @@ class _APoT(torch.autograd.Function):
 
 
 def fused(x: torch.Tensor, alpha: torch.Tensor, levels: torch.Tensor, lo: float) -> torch.Tensor:
-    """:func:`bench.algos.apot.apot_eager`'s numbers from the fused kernels, for an input :func:`usable` accepted."""
+    """:func:`eager`'s numbers from the fused kernels, for an input :func:`usable` accepted."""
     if torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad):
         return _APoT.apply(x, alpha, levels, lo)
     return fused_lsq.extension().apot_fwd(x.detach(), alpha.item(), lo, mids(levels), levels)
@@ -61,12 +71,12 @@ def fused(x: torch.Tensor, alpha: torch.Tensor, levels: torch.Tensor, lo: float)
 def probe() -> bool:
     """Output and the gradients of the input and the clip against the eager formula, on every level's mid-point and
     its neighbours, the clip's ends, NaN, infinities, signed zeros and random values, for signed and unsigned
-    ranges and the level sets of 2 to 8 bits."""
-    from bench.algos.apot import apot_eager, apot_levels
-
+    ranges, level lists of 4 to 256 levels (counted and binary-searched), additive powers of two and uniform."""
     g = torch.Generator().manual_seed(4)
-    for b, lo in ((2, 0.0), (3, -1.0), (4, 0.0), (5, -1.0), (6, 0.0), (7, -1.0), (8, 0.0)):
-        levels = apot_levels(b)
+    pot = sorted({a + b for a in (0.0, 0.5, 0.125, 2.0**-5) for b in (0.0, 0.25, 2.0**-4, 2.0**-6)})  # APoT's 4-bit
+    for levels, lo in ((torch.tensor([0.0, 0.25, 0.5, 1.0]), 0.0), (torch.tensor(pot) / max(pot), -1.0),
+                       (torch.linspace(0, 1, 64) ** 1.5, 0.0), (torch.arange(128) / 127.0, -1.0),
+                       (torch.arange(256) / 255.0, 0.0)):
         for a_val in (1.0, 0.37, 2.9):
             alpha = torch.tensor([a_val])
             m = mids(levels)
@@ -80,7 +90,7 @@ def probe() -> bool:
             # finite inputs and gradients (alpha's gradient a number), then NaN / inf in both
             for xs, gs in ((x, grad.nan_to_num(0.5, 1.5, -1.5)), (special, grad)):
                 outs = []
-                for fn in (apot_eager, fused):
+                for fn in (eager, fused):
                     xt, at = xs.clone().requires_grad_(True), alpha.clone().requires_grad_(True)
                     out = fn(xt, at, levels, lo)
                     out.backward(gs)

@@ -1,5 +1,5 @@
-"""DSQ's fake quantization (:func:`bench.algos.dsq.dsq_fake_quantize`) with fused CPU kernels (``fused=true``), from
-the C++ extension of :mod:`bench.quant.fused_lsq`.
+"""DSQ's fake quantization (:func:`bench.algos.dsq.dsq_fake_quantize`): the eager formula (:func:`eager`) and fused
+CPU kernels of it (``fused=true``, :func:`fused`), from the C++ extension of :mod:`bench.quant.fused_lsq`.
 
 Bit for bit the eager ops: the elementwise steps around the soft step's ``tanh`` (``x / s``, the clamp, ``floor``, the
 tanh's argument; the soft and the hard value, the straight-through sum, the zero point and the scale) run in two passes
@@ -18,8 +18,30 @@ from typing import Any
 import torch
 
 from bench.quant import fused_lsq
+from bench.quant.fixedpoint import round_float
 
 MODES = fused_lsq.ROUNDINGS
+
+
+def soft_step(u: torch.Tensor, alpha: float) -> torch.Tensor:
+    """DSQ's tanh soft step ``phi(u)`` (its derivative is DSQ's gradient of rounding)."""
+    tanh_scale = 1.0 / (1.0 - alpha)
+    k = math.log((tanh_scale + 1.0) / (tanh_scale - 1.0))
+    fl = torch.floor(u)
+    return fl + 0.5 * tanh_scale * torch.tanh(k * (u - fl - 0.5)) + 0.5
+
+
+def eager(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, alpha: float,
+    rounding: str = "half_even",
+) -> torch.Tensor:
+    """DSQ's fake quantization with eager ops: the exact quantization forward (rounded as ``rounding`` says, before
+    the zero point is added), the soft step's derivative backward (0 where clamped)."""
+    u0 = x * scale.reciprocal()
+    u = torch.clamp(u0 + zero_point, qmin, qmax)
+    hard = torch.clamp(round_float(u0.detach(), rounding) + zero_point, qmin, qmax)
+    soft = soft_step(u, alpha)
+    return (soft + (hard - soft).detach() - zero_point) * scale
 
 
 def constants(alpha: float) -> tuple[float, float]:
@@ -59,12 +81,10 @@ class _DSQ(torch.autograd.Function):
         x, t, r, s, z = ctx.saved_tensors
         qmin, qmax, alpha, mode, ch = ctx.args
         if not grad.is_contiguous():  # autograd's own gradient: its results follow grad's layout
-            from bench.algos.dsq import dsq_eager
-
             rounding = next(name for name, v in MODES.items() if v == mode)
             with torch.enable_grad():
                 xx = x.detach().requires_grad_(True)
-                (gx,) = torch.autograd.grad(dsq_eager(xx, s, z, qmin, qmax, alpha, rounding), xx, grad)
+                (gx,) = torch.autograd.grad(eager(xx, s, z, qmin, qmax, alpha, rounding), xx, grad)
         else:
             k, cf = constants(alpha)
             gx = fused_lsq.extension().dsq_bwd(x, t, grad, r, s, z, qmin, qmax, k, cf, ch)
@@ -73,7 +93,7 @@ class _DSQ(torch.autograd.Function):
 
 def fused(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, alpha: float,
           rounding: str = "half_even") -> torch.Tensor:
-    """:func:`bench.algos.dsq.dsq_eager`'s numbers from the fused kernels, for an input :func:`usable` accepted."""
+    """:func:`eager`'s numbers from the fused kernels, for an input :func:`usable` accepted."""
     ch = _axis(x, scale)
     assert ch is not None, "fused DSQ: a scale of one value or one per channel"
     s, z = scale.detach(), zero_point.detach()
@@ -88,8 +108,6 @@ def probe(rounding: str) -> bool:
     """Output (with and without gradients) and the input's gradient against the eager formula on ties, the grid's
     ends, NaN, infinities, signed zeros and random values; per tensor and per channel, signed, unsigned and
     asymmetric grids."""
-    from bench.algos.dsq import dsq_eager
-
     g = torch.Generator().manual_seed(3)
     cases = (  # (qmin, qmax, shape, scale shape, zero point)
         (-8, 7, [3, 5, 7, 11], [1], 0.0), (0, 15, [16 * 2048 + 5], [1], 0.0), (0, 255, [2, 3, 40], [1], 37.0),
@@ -106,7 +124,7 @@ def probe(rounding: str) -> bool:
         grad = torch.randn(shape, generator=g)
         grad.view(-1)[6:12] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, -1.0])
         outs = []
-        for fn in (dsq_eager, fused):
+        for fn in (eager, fused):
             xt = x.clone().requires_grad_(True)
             out = fn(xt, s, z, qmin, qmax, 0.4, rounding)
             out.backward(grad)

@@ -1,5 +1,6 @@
-"""QIL's interval transformer and discretiser (:func:`bench.algos.qil.qil_eager`) with fused CPU kernels
-(``fused=true``), from the C++ extension of :mod:`bench.quant.fused_lsq`.
+"""QIL's interval transformer and discretiser (:class:`bench.algos.qil.QILQuantizer`): the eager formula
+(:func:`eager`) and fused CPU kernels of it (``fused=true``, :func:`fused`), from the C++ extension of
+:mod:`bench.quant.fused_lsq`.
 
 Bit for bit the eager ops: ``|x|`` (or ``x``), the shift by ``c - d`` and the division by ``2 d``, the clamp to
 ``[0, 1]``, the straight-through rounding of ``t * qmax``, the sign and the product with the detached ``2 d`` in one
@@ -16,6 +17,18 @@ from typing import Any
 import torch
 
 from bench.quant import fused_lsq
+from bench.quant.fake import round_ste
+
+
+def eager(x: torch.Tensor, cm: torch.Tensor, w: torch.Tensor, qmax: int, signed: bool) -> torch.Tensor:
+    """QIL's transformer ``clamp((|x| - cm) / w, 0, 1)`` (``x`` unsigned), quantized to ``qmax`` levels, sign kept and
+    multiplied back by the detached ``w``, with eager ops (``cm = c - d``, ``w = 2 d``)."""
+    mag = x.abs() if signed else x
+    t = torch.clamp((mag - cm) / w, 0.0, 1.0)
+    q = round_ste(t * qmax) / qmax
+    if signed:
+        q = q * torch.sign(x)
+    return q * w.detach()
 
 
 class _QIL(torch.autograd.Function):
@@ -35,12 +48,10 @@ class _QIL(torch.autograd.Function):
         qmax, signed = ctx.args
         need_c, need_w = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         if not grad.is_contiguous():  # autograd's own gradients: results in grad's layout, sums in its order
-            from bench.algos.qil import qil_eager
-
             with torch.enable_grad():
                 xx = x.detach().requires_grad_(True)
                 cc, ww = cm.detach().requires_grad_(need_c), w.detach().requires_grad_(need_w)
-                out = qil_eager(xx, cc, ww, qmax, signed)
+                out = eager(xx, cc, ww, qmax, signed)
                 wanted = [xx] + [t for t, n in ((cc, need_c), (ww, need_w)) if n]
                 grads = list(torch.autograd.grad(out, wanted, grad))
             gx = grads.pop(0)
@@ -52,7 +63,7 @@ class _QIL(torch.autograd.Function):
 
 
 def fused(x: torch.Tensor, cm: torch.Tensor, w: torch.Tensor, qmax: int, signed: bool) -> torch.Tensor:
-    """:func:`bench.algos.qil.qil_eager`'s numbers from the fused kernels, for an input :func:`usable` accepted."""
+    """:func:`eager`'s numbers from the fused kernels, for an input :func:`usable` accepted."""
     if torch.is_grad_enabled() and (x.requires_grad or cm.requires_grad or w.requires_grad):
         return _QIL.apply(x, cm, w, qmax, signed)
     return fused_lsq.extension().qil_fwd(x.detach(), cm.item(), w.item(), qmax, signed)
@@ -62,8 +73,6 @@ def probe() -> bool:
     """Output (with and without gradients) and the gradients of the input, ``c - d`` and ``2 d`` against the eager
     formula, on the interval's ends, the rounding's ties, NaN, infinities, signed zeros and random values, signed and
     unsigned, 4 and 8 bits."""
-    from bench.algos.qil import qil_eager
-
     g = torch.Generator().manual_seed(5)
     for qmax in (7, 15, 127, 255):
         for signed in (True, False):
@@ -78,7 +87,7 @@ def probe() -> bool:
                 special[6:12] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e30])
                 for xs, gs in ((x, grad.nan_to_num(0.5, 1.5, -1.5)), (special, grad)):
                     outs = []
-                    for fn in (qil_eager, fused):
+                    for fn in (eager, fused):
                         xt = xs.clone().requires_grad_(True)
                         ct, wt = cm.clone().requires_grad_(True), w.clone().requires_grad_(True)
                         out = fn(xt, ct, wt, qmax, signed)

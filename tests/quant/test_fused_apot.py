@@ -10,7 +10,7 @@ import logging
 import pytest
 import torch
 
-from bench.algos.apot import apot_eager, apot_levels
+from bench.algos.apot import apot_levels
 from bench.quant import fused_apot, fused_lsq
 from tests.quant.compiler import needs_compiler
 
@@ -41,7 +41,7 @@ def test_fused_apot_is_bit_identical_to_eager(fresh, bits, lo, contiguous_grad):
         torch.randn(6, 5, 7, 9, generator=gen)
     fused_lsq.set_enabled(True)
     assert fused_apot.usable(x, alpha, levels)  # probed, agreed
-    want = _run(apot_eager, x, alpha, levels, lo, grad)
+    want = _run(fused_apot.eager, x, alpha, levels, lo, grad)
     got = _run(fused_apot.fused, x, alpha, levels, lo, grad)
     assert fused_lsq.enabled() and ("apot",) in fused_lsq._checked
     for a, b in zip(want, got, strict=True):

@@ -10,7 +10,7 @@ import logging
 import pytest
 import torch
 
-from bench.algos.dsq import dsq_eager, dsq_fake_quantize
+from bench.algos.dsq import dsq_fake_quantize
 from bench.quant import fused_dsq, fused_lsq
 from tests.quant.compiler import needs_compiler
 
@@ -54,7 +54,7 @@ def test_fused_dsq_is_bit_identical_to_eager(fresh, rounding, case, contiguous_g
         if not contiguous_grad else torch.randn(shape, generator=gen)
     fused_lsq.set_enabled(True)
     assert fused_dsq.usable(x, s, z, rounding)  # probed, agreed
-    want = _run(dsq_eager, x, s, z, qmin, qmax, rounding, grad)
+    want = _run(fused_dsq.eager, x, s, z, qmin, qmax, rounding, grad)
     got = _run(fused_dsq.fused, x, s, z, qmin, qmax, rounding, grad)
     assert fused_lsq.enabled() and ("dsq", rounding) in fused_lsq._checked
     for a, b in zip(want, got, strict=True):

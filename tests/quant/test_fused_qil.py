@@ -10,7 +10,6 @@ import logging
 import pytest
 import torch
 
-from bench.algos.qil import qil_eager
 from bench.quant import fused_lsq, fused_qil
 from tests.quant.compiler import needs_compiler
 
@@ -42,7 +41,7 @@ def test_fused_qil_is_bit_identical_to_eager(fresh, qmax, signed, contiguous_gra
         torch.randn(6, 5, 7, 9, generator=gen)
     fused_lsq.set_enabled(True)
     assert fused_qil.usable(x, cm, w)  # probed, agreed
-    want = _run(qil_eager, x, cm, w, qmax, signed, grad)
+    want = _run(fused_qil.eager, x, cm, w, qmax, signed, grad)
     got = _run(fused_qil.fused, x, cm, w, qmax, signed, grad)
     assert fused_lsq.enabled() and ("qil",) in fused_lsq._checked
     for a, b in zip(want, got, strict=True):
