@@ -52,11 +52,9 @@ class _APoT(torch.autograd.Function):
         x, alpha, levels, m = ctx.saved_tensors
         need_a = ctx.needs_input_grad[1]
         if not grad.is_contiguous():  # autograd's own gradients: results in grad's layout, sums in its order
-            with torch.enable_grad():
-                xx, aa = x.detach().requires_grad_(True), alpha.detach().requires_grad_(need_a)
-                out = eager(xx, aa, levels, ctx.lo)
-                grads = torch.autograd.grad(out, [xx, aa] if need_a else [xx], grad)
-            return grads[0], grads[1] if need_a else None, None, None
+            gx, ga = fused_lsq.eager_grads(lambda x_, a_: eager(x_, a_, levels, ctx.lo), [x, alpha], [True, need_a],
+                                           grad)
+            return gx, ga, None, None
         gx, ga = fused_lsq.extension().apot_bwd(x, grad, alpha.item(), ctx.lo, m, levels, list(alpha.shape), need_a)
         return gx, ga if need_a else None, None, None
 
@@ -89,15 +87,8 @@ def probe() -> bool:
             special[8:14] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e30])
             # finite inputs and gradients (alpha's gradient a number), then NaN / inf in both
             for xs, gs in ((x, grad.nan_to_num(0.5, 1.5, -1.5)), (special, grad)):
-                outs = []
-                for fn in (eager, fused):
-                    xt, at = xs.clone().requires_grad_(True), alpha.clone().requires_grad_(True)
-                    out = fn(xt, at, levels, lo)
-                    out.backward(gs)
-                    with torch.no_grad():
-                        plain = fn(xs, alpha, levels, lo)
-                    outs.append([out.detach(), xt.grad, at.grad, plain])
-                if not all(fused_lsq.same_bits(p, q) for p, q in zip(*outs, strict=True)):
+                tensors = [xs.requires_grad_(True), alpha.requires_grad_(True)]
+                if not fused_lsq.agree(eager, fused, tensors, (levels, lo), gs):
                     return False
     return True
 

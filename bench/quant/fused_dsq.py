@@ -68,23 +68,20 @@ class _DSQ(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x: torch.Tensor, r: torch.Tensor, s: torch.Tensor, z: torch.Tensor, qmin: int, qmax: int,
-        alpha: float, mode: int, ch: int,
+        alpha: float, rounding: str, ch: int,
     ) -> torch.Tensor:
         k, cf = constants(alpha)
-        out, t = fused_lsq.extension().dsq_fwd(x, r, s, z, qmin, qmax, k, cf, mode, ch)
+        out, t = fused_lsq.extension().dsq_fwd(x, r, s, z, qmin, qmax, k, cf, MODES[rounding], ch)
         ctx.save_for_backward(x, t, r, s, z)
-        ctx.args = (qmin, qmax, alpha, mode, ch)
+        ctx.args = (qmin, qmax, alpha, rounding, ch)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x, t, r, s, z = ctx.saved_tensors
-        qmin, qmax, alpha, mode, ch = ctx.args
+        qmin, qmax, alpha, rounding, ch = ctx.args
         if not grad.is_contiguous():  # autograd's own gradient: its results follow grad's layout
-            rounding = next(name for name, v in MODES.items() if v == mode)
-            with torch.enable_grad():
-                xx = x.detach().requires_grad_(True)
-                (gx,) = torch.autograd.grad(eager(xx, s, z, qmin, qmax, alpha, rounding), xx, grad)
+            (gx,) = fused_lsq.eager_grads(lambda x_: eager(x_, s, z, qmin, qmax, alpha, rounding), [x], [True], grad)
         else:
             k, cf = constants(alpha)
             gx = fused_lsq.extension().dsq_bwd(x, t, grad, r, s, z, qmin, qmax, k, cf, ch)
@@ -99,7 +96,7 @@ def fused(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: 
     s, z = scale.detach(), zero_point.detach()
     r = s.reciprocal()  # torch's, as the eager formula takes it
     if torch.is_grad_enabled() and x.requires_grad:
-        return _DSQ.apply(x, r, s, z, qmin, qmax, alpha, MODES[rounding], ch)
+        return _DSQ.apply(x, r, s, z, qmin, qmax, alpha, rounding, ch)
     k, cf = constants(alpha)
     return fused_lsq.extension().dsq_fwd(x.detach(), r, s, z, qmin, qmax, k, cf, MODES[rounding], ch)[0]
 
@@ -123,15 +120,7 @@ def probe(rounding: str) -> bool:
         x.view(-1)[:6] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e30])
         grad = torch.randn(shape, generator=g)
         grad.view(-1)[6:12] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, -1.0])
-        outs = []
-        for fn in (eager, fused):
-            xt = x.clone().requires_grad_(True)
-            out = fn(xt, s, z, qmin, qmax, 0.4, rounding)
-            out.backward(grad)
-            with torch.no_grad():
-                plain = fn(x, s, z, qmin, qmax, 0.4, rounding)
-            outs.append([out.detach(), xt.grad, plain])
-        if not all(fused_lsq.same_bits(a, b) for a, b in zip(*outs, strict=True)):
+        if not fused_lsq.agree(eager, fused, [x.requires_grad_(True)], (s, z, qmin, qmax, 0.4, rounding), grad):
             return False
     return True
 

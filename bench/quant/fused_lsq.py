@@ -29,7 +29,7 @@ import hashlib
 import logging
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,38 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal bit for bit up to NaN payloads: values, NaN positions and signs (signed zeros): what a probe asks."""
     return (torch.equal(torch.nan_to_num(a, nan=7.5), torch.nan_to_num(b, nan=7.5))
             and torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(torch.signbit(a), torch.signbit(b)))
+
+
+def outputs_and_grads(fn: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor], rest: Sequence[Any],
+                      grad: torch.Tensor, plain: bool = True) -> list[torch.Tensor]:
+    """``fn(*tensors, *rest)``, the gradients (for ``grad``) of those of ``tensors`` that require one, in order, and
+    with ``plain`` ``fn``'s output without gradients: what a probe compares between the eager and the fused route."""
+    leaves = [t.detach().clone().requires_grad_(t.requires_grad) for t in tensors]
+    out = fn(*leaves, *rest)
+    out.backward(grad)
+    res = [out.detach()] + [t.grad for t in leaves if t.requires_grad]
+    if plain:
+        with torch.no_grad():
+            res.append(fn(*[t.detach() for t in tensors], *rest))
+    return res
+
+
+def agree(eager: Callable[..., torch.Tensor], fused: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor],
+          rest: Sequence[Any], grad: torch.Tensor, plain: bool = True) -> bool:
+    """Whether ``fused`` gives :func:`outputs_and_grads` of ``eager`` bit for bit (:func:`same_bits`)."""
+    want, got = (outputs_and_grads(f, tensors, rest, grad, plain) for f in (eager, fused))
+    return all(same_bits(a, b) for a, b in zip(want, got, strict=True))
+
+
+def eager_grads(fn: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor], needs: Sequence[bool],
+                grad: torch.Tensor) -> list[torch.Tensor | None]:
+    """The gradients autograd gives ``fn(*tensors)`` for ``grad`` (``None`` where ``needs`` says no): a fused
+    kernel's backward for a gradient that is not contiguous, whose eager results follow the gradient's layout."""
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(n) for t, n in zip(tensors, needs, strict=True)]
+        wanted = [t for t in leaves if t.requires_grad]
+        got = iter(torch.autograd.grad(fn(*leaves), wanted, grad) if wanted else ())
+        return [next(got) if n else None for n in needs]
 
 
 def probed(key: tuple, probe: Callable[[], bool]) -> bool:

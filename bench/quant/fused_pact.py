@@ -62,20 +62,8 @@ def _probe(rounding: str, fns: tuple[Callable[..., torch.Tensor], Callable[..., 
             x = x.reshape(shape)
             grad = torch.randn(shape, generator=g)
             grad.view(-1)[6:12] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, -1.0])
-            outs = []
-            for fn in fns:
-                xt = x.clone().requires_grad_(True)
-                lo, hi = lo_v.clone().requires_grad_(clip_grads), hi_v.clone().requires_grad_(clip_grads)
-                out = fn(xt, lo, hi, s, z, qmin, qmax, rounding)
-                out.backward(grad)
-                res = [out.detach(), xt.grad]
-                if clip_grads:
-                    res += [lo.grad, hi.grad]
-                else:
-                    with torch.no_grad():
-                        res.append(fn(x, lo_v, hi_v, s, z, qmin, qmax, rounding))
-                outs.append(res)
-            if not all(fused_lsq.same_bits(a, b) for a, b in zip(*outs, strict=True)):
+            tensors = [x.requires_grad_(True), lo_v.requires_grad_(clip_grads), hi_v.requires_grad_(clip_grads)]
+            if not fused_lsq.agree(*fns, tensors, (s, z, qmin, qmax, rounding), grad, plain=not clip_grads):
                 return False
     return True
 
@@ -86,9 +74,11 @@ class _PACT(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, s: torch.Tensor, z: float, qmin: int,
-        qmax: int, mode: int,
+        qmax: int, rounding: str,
     ) -> torch.Tensor:
         ctx.save_for_backward(x, lo, hi)
+        ctx.args = (s, z, qmin, qmax, rounding)
+        mode = MODES[rounding]
         return fused_lsq.extension().pact_fwd(x, lo.item(), hi.item(), s.item(), z, _inv(s, mode), qmin, qmax, mode, 0)
 
     @staticmethod
@@ -98,19 +88,18 @@ class _PACT(torch.autograd.Function):
         if grad.is_contiguous():
             gx, glo, ghi = fused_lsq.extension().pact_bwd(x, grad, lo.item(), hi.item(), list(lo.shape),
                                                           list(hi.shape), need_lo, need_hi)
-        else:  # autograd's formulas with eager ops (their results follow grad's layout, their sums its order)
-            c1, c2 = x >= hi, x <= lo
-            inner = torch.where(c1, torch.zeros((), dtype=grad.dtype), grad)
-            gx = torch.where(c2, torch.zeros((), dtype=grad.dtype), inner)
-            glo = torch.where(c2, inner, torch.zeros((), dtype=grad.dtype)).sum_to_size(lo.shape) if need_lo else None
-            ghi = torch.where(c1, grad, torch.zeros((), dtype=grad.dtype)).sum_to_size(hi.shape) if need_hi else None
+        else:  # autograd's own gradients (their results follow grad's layout, their sums its order)
+            s, z, qmin, qmax, rounding = ctx.args
+            gx, glo, ghi = fused_lsq.eager_grads(
+                lambda x_, lo_, hi_: eager(x_, lo_, hi_, s, torch.tensor(z), qmin, qmax, rounding), [x, lo, hi],
+                [True, need_lo, need_hi], grad)
         return gx, glo if need_lo else None, ghi if need_hi else None, None, None, None, None, None
 
 
 def fused(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, s: torch.Tensor, z: torch.Tensor, qmin: int,
           qmax: int, rounding: str) -> torch.Tensor:
     """:func:`eager`'s numbers from the fused kernels (for an input :func:`usable` accepted)."""
-    return _PACT.apply(x, lo, hi, s.detach().float().reshape(()), float(z), qmin, qmax, MODES[rounding])
+    return _PACT.apply(x, lo, hi, s.detach().float().reshape(()), float(z), qmin, qmax, rounding)
 
 
 def _takes(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, rounding: str) -> bool:
@@ -147,10 +136,12 @@ class _ClipQ(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, lo: float, hi: float, s: torch.Tensor, z: float, qmin: int, qmax: int, mode: int,
+        ctx: Any, x: torch.Tensor, lo: float, hi: float, s: torch.Tensor, z: float, qmin: int, qmax: int,
+        rounding: str,
     ) -> torch.Tensor:
         ctx.save_for_backward(x)
-        ctx.args = (lo, hi, s, z, qmin, qmax, mode)
+        ctx.args = (lo, hi, s, z, qmin, qmax, rounding)
+        mode = MODES[rounding]
         # torch's fake quantization gives the quantized value; fake.py's gives y + (q - y) inside the grid when y
         # needs a gradient
         kind = 2 if mode == MODES["half_even"] else 1
@@ -159,15 +150,13 @@ class _ClipQ(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        lo, hi, s, z, qmin, qmax, mode = ctx.args
+        lo, hi, s, z, qmin, qmax, rounding = ctx.args
         if not grad.is_contiguous():  # autograd's own gradient: its results follow grad's layout
-            rounding = next(k for k, v in MODES.items() if v == mode)
-            with torch.enable_grad():
-                xx = x.detach().requires_grad_(True)
-                out = clip_eager(xx, torch.tensor([lo]), torch.tensor([hi]), s, torch.tensor([z]), qmin, qmax,
-                                 rounding)
-                (gx,) = torch.autograd.grad(out, xx, grad)
+            lo_t, hi_t, z_t = torch.tensor([lo]), torch.tensor([hi]), torch.tensor([z])
+            (gx,) = fused_lsq.eager_grads(lambda x_: clip_eager(x_, lo_t, hi_t, s, z_t, qmin, qmax, rounding), [x],
+                                          [True], grad)
         else:
+            mode = MODES[rounding]
             gx = fused_lsq.extension().clipq_bwd(x, grad, lo, hi, z, _inv(s, mode), qmin, qmax, mode)
         return gx, None, None, None, None, None, None, None
 
@@ -179,7 +168,7 @@ def clip_fused(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, s: torch.Ten
     mode = MODES[rounding]
     sf, zf = s.detach().float().reshape(()), float(z.reshape(()))
     if torch.is_grad_enabled() and x.requires_grad:
-        return _ClipQ.apply(x, lo.item(), hi.item(), sf, zf, qmin, qmax, mode)
+        return _ClipQ.apply(x, lo.item(), hi.item(), sf, zf, qmin, qmax, rounding)
     return fused_lsq.extension().pact_fwd(x.detach(), lo.item(), hi.item(), sf.item(), zf, _inv(sf, mode), qmin,
                                           qmax, mode, 2)
 

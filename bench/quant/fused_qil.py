@@ -48,15 +48,9 @@ class _QIL(torch.autograd.Function):
         qmax, signed = ctx.args
         need_c, need_w = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         if not grad.is_contiguous():  # autograd's own gradients: results in grad's layout, sums in its order
-            with torch.enable_grad():
-                xx = x.detach().requires_grad_(True)
-                cc, ww = cm.detach().requires_grad_(need_c), w.detach().requires_grad_(need_w)
-                out = eager(xx, cc, ww, qmax, signed)
-                wanted = [xx] + [t for t, n in ((cc, need_c), (ww, need_w)) if n]
-                grads = list(torch.autograd.grad(out, wanted, grad))
-            gx = grads.pop(0)
-            gc = grads.pop(0) if need_c else None
-            return gx, gc, grads.pop(0) if need_w else None, None, None
+            gx, gc, gw = fused_lsq.eager_grads(lambda x_, c_, w_: eager(x_, c_, w_, qmax, signed), [x, cm, w],
+                                               [True, need_c, need_w], grad)
+            return gx, gc, gw, None, None
         gx, gc, gw = fused_lsq.extension().qil_bwd(x, grad, cm.item(), w.item(), qmax, signed, list(cm.shape),
                                                    list(w.shape), need_c, need_w)
         return gx, gc if need_c else None, gw if need_w else None, None, None
@@ -86,16 +80,8 @@ def probe() -> bool:
                 special = x.clone()
                 special[6:12] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e30])
                 for xs, gs in ((x, grad.nan_to_num(0.5, 1.5, -1.5)), (special, grad)):
-                    outs = []
-                    for fn in (eager, fused):
-                        xt = xs.clone().requires_grad_(True)
-                        ct, wt = cm.clone().requires_grad_(True), w.clone().requires_grad_(True)
-                        out = fn(xt, ct, wt, qmax, signed)
-                        out.backward(gs)
-                        with torch.no_grad():
-                            plain = fn(xs, cm, w, qmax, signed)
-                        outs.append([out.detach(), xt.grad, ct.grad, wt.grad, plain])
-                    if not all(fused_lsq.same_bits(p, q) for p, q in zip(*outs, strict=True)):
+                    tensors = [xs.requires_grad_(True), cm.requires_grad_(True), w.requires_grad_(True)]
+                    if not fused_lsq.agree(eager, fused, tensors, (qmax, signed), gs):
                         return False
     return True
 

@@ -528,6 +528,17 @@ void apot_idx(const float* au, int32_t* idx, int64_t len, const float* mids, int
 
 inline float sign_of(float u) { return pick(0.f < u, 1.f, 0.f) - pick(u < 0.f, 1.f, 0.f); }
 
+// the straight-through value u + (p - u) of a block, p = the nearest level of |u| with u's sign (au: |u| on entry)
+void apot_ste(const float* u, float* au, int32_t* idx, int64_t len, const float* mids, int64_t m,
+              const float* levels) {
+  apot_idx(au, idx, len, mids, m);
+  for (int64_t k = 0; k < len; ++k) au[k] = levels[idx[k]];  // the level (a gather)
+  for (int64_t k = 0; k < len; ++k) {
+    const float p = au[k] * sign_of(u[k]);
+    au[k] = u[k] + (p - u[k]);
+  }
+}
+
 // f(begin, end) over blocks of at most kBlock elements, split across torch's threads
 template <class F>
 void apot_blocks(int64_t n, const F& f) {
@@ -554,12 +565,8 @@ torch::Tensor apot_fwd(torch::Tensor x, double a, double lo, torch::Tensor mids,
       u[k] = std::min(std::max(px[b + k] / af, l), 1.f);
       au[k] = std::fabs(u[k]);
     }
-    apot_idx(au, idx, len, pm, m);
-    for (int64_t k = 0; k < len; ++k) au[k] = pl[idx[k]];  // the level (a gather)
-    for (int64_t k = 0; k < len; ++k) {
-      const float p = au[k] * sign_of(u[k]);
-      po[b + k] = (u[k] + (p - u[k])) * af;
-    }
+    apot_ste(u, au, idx, len, pm, m, pl);
+    for (int64_t k = 0; k < len; ++k) po[b + k] = au[k] * af;
   });
   return out;
 }
@@ -593,12 +600,8 @@ std::vector<torch::Tensor> apot_bwd(torch::Tensor x, torch::Tensor grad, double 
       if (o2) o2[b + k] = (-gv) * (v / af);
     }
     if (!o1) return;
-    apot_idx(au, idx, len, pm, m);
-    for (int64_t k = 0; k < len; ++k) au[k] = pl[idx[k]];
-    for (int64_t k = 0; k < len; ++k) {
-      const float p = au[k] * sign_of(u[k]);
-      o1[b + k] = pg[b + k] * (u[k] + (p - u[k]));
-    }
+    apot_ste(u, au, idx, len, pm, m, pl);
+    for (int64_t k = 0; k < len; ++k) o1[b + k] = pg[b + k] * au[k];
   });
   std::vector<torch::Tensor> res{gx};
   res.push_back(need_a ? at::sum_to(p1, a_shape) + at::sum_to(p2, a_shape) : torch::Tensor());

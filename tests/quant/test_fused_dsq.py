@@ -26,15 +26,6 @@ CASES = [  # (x shape, scale shape, grid, zero point)
 ]
 
 
-def _run(fn, x, s, z, qmin, qmax, rounding, grad):
-    xt = x.clone().requires_grad_(True)
-    out = fn(xt, s, z, qmin, qmax, 0.4, rounding)
-    out.backward(grad)
-    with torch.no_grad():
-        plain = fn(x, s, z, qmin, qmax, 0.4, rounding)
-    return [out.detach(), xt.grad, plain]
-
-
 @pytest.mark.parametrize("rounding", ["half_even", "half_up", "half_away"])
 @pytest.mark.parametrize("case", CASES, ids=["signed", "unsigned", "asymmetric", "channels", "channels-z", "linear"])
 @pytest.mark.parametrize("contiguous_grad", [True, False])
@@ -54,8 +45,9 @@ def test_fused_dsq_is_bit_identical_to_eager(fresh, rounding, case, contiguous_g
         if not contiguous_grad else torch.randn(shape, generator=gen)
     fused_lsq.set_enabled(True)
     assert fused_dsq.usable(x, s, z, rounding)  # probed, agreed
-    want = _run(fused_dsq.eager, x, s, z, qmin, qmax, rounding, grad)
-    got = _run(fused_dsq.fused, x, s, z, qmin, qmax, rounding, grad)
+    # output with gradients, the input's gradient, output without gradients
+    want, got = (fused_lsq.outputs_and_grads(f, [x.requires_grad_(True)], (s, z, qmin, qmax, 0.4, rounding), grad)
+                 for f in (fused_dsq.eager, fused_dsq.fused))
     assert fused_lsq.enabled() and ("dsq", rounding) in fused_lsq._checked
     for a, b in zip(want, got, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)

@@ -107,15 +107,6 @@ def test_what_the_fused_kernels_do_not_take(fresh):
     assert not fused_pact.usable(torch.randn(4, 6), -one, one, "half_even")
 
 
-def _clip_run(fn, x, lo, hi, s, z, qmin, qmax, rounding, grad):
-    xt = x.clone().requires_grad_(True)
-    out = fn(xt, lo, hi, s, z, qmin, qmax, rounding)
-    out.backward(grad)
-    with torch.no_grad():  # an evaluation: fake.py's other roundings give q itself, not y + (q - y)
-        plain = fn(x, lo, hi, s, z, qmin, qmax, rounding)
-    return [out.detach(), xt.grad, plain]
-
-
 @pytest.mark.parametrize("rounding", ["half_even", "half_up", "half_away"])
 @pytest.mark.parametrize("grid", [(-8, 7, 0, -1.0, 1.0), (0, 15, 0, 0.0, 1.0), (0, 255, 128, -1.0, 1.0)],
                          ids=["signed", "unsigned", "asymmetric"])
@@ -136,8 +127,10 @@ def test_fused_dorefa_activations_are_bit_identical_to_eager(fresh, rounding, gr
     grad[0, 0, 0, :3] = torch.tensor([-1.0, float("nan"), -float("inf")])  # on NaN x: 0 * grad keeps the signs
     fused_lsq.set_enabled(True)
     assert fused_pact.clip_usable(x, lo, hi, rounding)  # probed, agreed
-    want = _clip_run(fused_pact.clip_eager, x, lo, hi, s, z, qmin, qmax, rounding, grad)
-    got = _clip_run(fused_pact.clip_fused, x, lo, hi, s, z, qmin, qmax, rounding, grad)
+    # output with gradients, the input's gradient, output without gradients (an evaluation: fake.py's other roundings
+    # give q itself there, not y + (q - y))
+    want, got = (fused_lsq.outputs_and_grads(f, [x.requires_grad_(True)], (lo, hi, s, z, qmin, qmax, rounding), grad)
+                 for f in (fused_pact.clip_eager, fused_pact.clip_fused))
     assert fused_lsq.enabled() and ("clipq", rounding) in fused_lsq._checked
     for a, b in zip(want, got, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)

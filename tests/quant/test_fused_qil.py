@@ -16,15 +16,6 @@ from tests.quant.compiler import needs_compiler
 pytestmark = [pytest.mark.filterwarnings("ignore"), needs_compiler]
 
 
-def _run(fn, x, cm, w, qmax, signed, grad):
-    xt, ct, wt = x.clone().requires_grad_(True), cm.clone().requires_grad_(True), w.clone().requires_grad_(True)
-    out = fn(xt, ct, wt, qmax, signed)
-    out.backward(grad)
-    with torch.no_grad():
-        plain = fn(x, cm, w, qmax, signed)
-    return [out.detach(), xt.grad, ct.grad, wt.grad, plain]
-
-
 @pytest.mark.parametrize("qmax", [7, 15, 255])
 @pytest.mark.parametrize("signed", [True, False])
 @pytest.mark.parametrize("contiguous_grad", [True, False])
@@ -41,8 +32,10 @@ def test_fused_qil_is_bit_identical_to_eager(fresh, qmax, signed, contiguous_gra
         torch.randn(6, 5, 7, 9, generator=gen)
     fused_lsq.set_enabled(True)
     assert fused_qil.usable(x, cm, w)  # probed, agreed
-    want = _run(fused_qil.eager, x, cm, w, qmax, signed, grad)
-    got = _run(fused_qil.fused, x, cm, w, qmax, signed, grad)
+    # output with gradients, the gradients of x, c - d and 2 d, output without gradients
+    tensors = [x.requires_grad_(True), cm.requires_grad_(True), w.requires_grad_(True)]
+    want, got = (fused_lsq.outputs_and_grads(f, tensors, (qmax, signed), grad)
+                 for f in (fused_qil.eager, fused_qil.fused))
     assert fused_lsq.enabled() and ("qil",) in fused_lsq._checked
     for a, b in zip(want, got, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
