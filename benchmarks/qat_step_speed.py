@@ -110,6 +110,9 @@ def main() -> None:
     p.add_argument("--isolate", action="store_true",
                    help="time each algorithm (and torch.ao) in a process of its own, against that process's fp32")
     args = p.parse_args()
+    unknown = [a for a in args.algos.split(",") if a and a not in QAT]
+    if unknown:
+        raise SystemExit(f"error: --algos: unknown QAT algorithm {unknown[0]!r}; accepted: {', '.join(QAT)}")
     if args.isolate:
         isolated(args)
         return

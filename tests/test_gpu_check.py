@@ -51,6 +51,13 @@ def test_qat_step_benchmark_isolates_each_algorithm(tmp_path):
         assert float(ratio) == pytest.approx(float(ms) / float(fp32), rel=0.05) and float(control) > 0
 
 
+def test_qat_step_benchmark_names_an_unknown_algorithm(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "qat_step_speed.py"), "--algos", "lsq,brecq", "--isolate"]
+    p = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stdout == "" and p.stderr.strip() == (
+        "error: --algos: unknown QAT algorithm 'brecq'; accepted: lsq, lsqplus, pact, dsq, dorefa, qil, apot")
+
+
 @no_gpu
 def test_qat_step_benchmark_refuses_cuda_without_a_gpu(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "qat_step_speed.py"), "--device", "cuda"]
