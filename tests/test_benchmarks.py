@@ -25,7 +25,7 @@ def test_recon_speed_benchmark_bad_values_are_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for args, says in ((["--methods", "lsq"], "--methods 'lsq' is not a reconstruction method; accepted: "),
                        (["--units", "resnet18_mini:nope"], "resnet18_mini has no block 'nope'; accepted: layer1.0"),
-                       (["--bits", "w4"], "--bits 'w4' invalid")):
+                       (["--bits", "w4"], "--bits 'w4' invalid"), (["--iters", "1"], "--iters 1 too small")):
         p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recon_speed.py"), *args], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
         err = p.stderr.strip()

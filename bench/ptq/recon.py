@@ -124,11 +124,13 @@ class ReconActQuantizer(FakeQuantize):
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         qmin, qmax = self.qrange
-        s = self._step()
+        # positive inside the quantizer's autograd node where there is no power-of-two step (same numbers)
+        s, eps = (self._step(), None) if self.spec.pot_scale else (self.s, EPS)
         if self.z is not None:
             with torch.no_grad():
                 self.z.clamp_(qmin, qmax)
-        q = lsq_fake_quantize(x, s, self.z, qmin, qmax, 1.0, None, self.spec.rounding)  # z None: symmetric
+        # z None: symmetric
+        q = lsq_fake_quantize(x, s, self.z, qmin, qmax, 1.0, None, self.spec.rounding, positive_eps=eps)
         if self.drop_prob > 0:
             if self.mask_rng == "splitmix":
                 return drop.drop(x, q, drop.draw_key(), self.drop_prob)

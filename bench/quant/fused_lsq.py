@@ -1,6 +1,6 @@
 """LSQ's fake quantizer as fused CPU kernels: forward in one pass over ``x``, backward in one pass plus the gradient
-sums, hand-written in C++ (``lsq_kernels.cpp``, built once per machine by ``torch.utils.cpp_extension``), one call
-from Python each way.
+sums, hand-written in C++ (``lsq_kernels.cpp``, built once per machine by ``torch.utils.cpp_extension``), one
+autograd node defined in C++ (backward runs without Python).
 
 Bit for bit the eager kernel's numbers: every element goes through the same IEEE operations in the same order as in
 :mod:`bench.quant.lsq` (a product with the reciprocal of the step, a rounding, a clamp, a product; comparisons,
@@ -9,7 +9,8 @@ elements stay the eager reductions (ATen's ``sum`` over the same dimensions of p
 from C++), so their summation order is the eager one. The step's reciprocal, the rounded zero point and the code
 bounds are derived in C++ per channel with the eager ops' IEEE results. What changes is the number of passes over
 memory (forward 4 -> 1, backward about 8 -> 2), what forward saves for backward (the input instead of two new tensors
-of its size) and the Python work per call (one call each way instead of about twenty small ops). The loops are
+of its size) and the Python work per call (one call forward, none backward, instead of about twenty small ops and,
+with the learned step's ``positive``, two more autograd nodes). The loops are
 branch-free (selections on bits), so that the compiler vectorizes them without fast-math: a ``c ? a : b`` between
 float expressions kept backward scalar, 20x slower. Used on the CPU only; the first use of each variant in a process
 compares the kernels with the eager formulas on probe tensors (ties, the bands just outside the grid, random values)
@@ -35,7 +36,7 @@ from typing import Any
 
 import torch
 
-from bench.quant.fixedpoint import round_float
+from bench.quant.lsq_eager import EagerLSQ
 
 log = logging.getLogger(__name__)
 
@@ -141,43 +142,47 @@ def _reason(msg: str) -> str:
 
 
 def _probe(key: tuple) -> bool:
-    """The kernels against the eager formulas (those of :mod:`bench.quant.lsq`, written out here) on values that hit
-    every branch: exact ties (steps that are powers of two, so ``u`` is exactly ``k + 1/2``), codes at the grid's ends,
-    the bands just outside it, random values and random steps, zero points of 0 and not; per channel with runs of one
-    element and runs longer than a vector, per tensor longer than one thread's share and with a vector loop's tail.
-    Forward, the input gradient and the summed gradients of the step and the zero point are compared bit for bit."""
+    """:func:`apply` against the eager kernel (:class:`bench.quant.lsq_eager.EagerLSQ`) through autograd, on values
+    that hit every branch: exact ties (steps that are powers of two, so ``u`` is exactly ``k + 1/2``), codes at the
+    grid's ends, the bands just outside it, random values and random steps, zero points of 0 and not; per channel with
+    runs of one element and runs longer than a vector, per tensor longer than one thread's share and with a vector
+    loop's tail; a raw step taken through ``positive`` (negative, at and below its floor); a gradient that is not
+    contiguous (the eager route in C++). The output, the input gradient and the summed gradients of the step and the
+    zero point are compared bit for bit."""
     rounding, has_z, need_z, per_channel = key
     g = torch.Generator().manual_seed(0)
-    qmin, qmax, gf = -8, 7, 0.3
+    qmin, qmax, gf, eps = -8, 7, 0.3, 2.0**-10
+    ch_axis = 1 if per_channel else None
     for shape in ([3, 7, 113], [2, 5, 1], [1, 3, 16 * 2048 + 5]) if per_channel else ([16 * 97 + 5], [40001]):
         n = torch.Size(shape).numel()
         k = torch.arange(-12, 12.25, 0.25)  # in steps: ties, the grid's ends (-8 / 7 here), the bands around them
         k = k.repeat(n // len(k) + 1)[:n][torch.randperm(n, generator=g)]
         k = (k + (torch.rand(n, generator=g) < 0.3) * torch.randn(n, generator=g)).reshape(shape)
-        ch_axis = 1 if per_channel else None
         pshape = [shape[1]] if per_channel else [1]  # steps / zero points as the quantizers hold them
         bshape = [1, shape[1], 1] if per_channel else []  # and as they broadcast
-        dims = [0, 2] if per_channel else list(range(len(shape)))
         zs = [None] if not has_z else [torch.zeros(pshape), torch.randint(-3, 4, pshape, generator=g) + 0.3]
+        steps = [2.0 ** torch.randint(-4, 0, pshape, generator=g).float(), 0.05 + torch.rand(pshape, generator=g)]
         for z in zs:
-            for s in (2.0 ** torch.randint(-4, 0, pshape, generator=g).float(), 0.05 + torch.rand(pshape, generator=g)):
-                sb = s.reshape(bshape)
-                x, grad = k * sb, torch.randn(shape, generator=g)
-                zr = torch.zeros_like(s) if z is None else torch.floor(z + 0.5).clamp(qmin, qmax)
-                zb = zr.reshape(bshape)
-                u = x * sb.reciprocal()
-                code = round_float(u, rounding).clamp(qmin - zb, qmax - zb)
-                v = u + zb
-                clipped = torch.le(v, qmin) | torch.ge(v, qmax)
-                want = [code * sb, grad.masked_fill(clipped, 0.0),
-                        (torch.where(clipped, code, code - u) * grad).sum(dim=dims).reshape(s.shape) * gf]
-                if need_z:
-                    dz = torch.where(clipped, -sb.expand_as(v), torch.zeros_like(v))
-                    want.append((grad * dz).sum(dim=dims).reshape(zr.shape) * gf)
-                got = [forward(x, s, z, qmin, qmax, rounding, ch_axis),
-                       *backward(x, s, z, qmin, qmax, grad, rounding, need_z, ch_axis, gf)]
-                if len(got) != len(want) or not all(torch.equal(a, b) for a, b in zip(want, got, strict=True)):
-                    return False
+            for s in steps:
+                x, grad = k * s.reshape(bshape), torch.randn(shape, generator=g)
+                raw = -s  # through positive: a negative raw step, one at its floor, one below it (per channel)
+                raw.view(-1)[0] = eps
+                if raw.numel() > 1:
+                    raw.view(-1)[-1] = eps / 3
+                zt = [] if z is None else [z.clone().requires_grad_(need_z)]
+                cases = [(s, None, grad), (raw, eps, grad),
+                         (s, None, grad.transpose(0, -1).contiguous().transpose(0, -1))]  # a non-contiguous gradient
+                for step, pos, gr in cases:
+                    def eager(*t: torch.Tensor, pos: float | None = pos) -> torch.Tensor:
+                        sp = t[1] if pos is None else t[1].abs().clamp_min(pos)
+                        return EagerLSQ.apply(t[0], sp, t[2] if has_z else None, qmin, qmax, gf, ch_axis, rounding)
+
+                    def fused(*t: torch.Tensor, pos: float | None = pos) -> torch.Tensor:
+                        return apply(t[0], t[1], t[2] if has_z else None, qmin, qmax, gf, ch_axis, rounding, pos)
+
+                    ts = [x.requires_grad_(True), step.clone().requires_grad_(True), *zt]
+                    if not agree(eager, fused, ts, (), gr):
+                        return False
     return True
 
 
@@ -255,18 +260,13 @@ def variant(x: torch.Tensor, rounding: str, has_z: bool, need_z: bool, ch_axis: 
     return key if probed(key, lambda: _probe(key)) else None
 
 
-def forward(x: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, qmin: int, qmax: int, rounding: str,
-            ch_axis: int | None) -> torch.Tensor:
-    """LSQ's forward ``s * (clamp(round(x / s) + z_r, qmin, qmax) - z_r)`` in one pass, shaped as ``x``, for a variant
-    :func:`variant` accepted; ``s`` (and ``z``, None for no zero point): one value, or one per channel along
-    ``ch_axis`` (non-negative). The grid is derived in C++ as the eager kernel derives it."""
-    return _kernels().fwd(x, s, z, qmin, qmax, ROUNDINGS[rounding], -1 if ch_axis is None else ch_axis)
-
-
-def backward(x: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, qmin: int, qmax: int, grad: torch.Tensor,
-             rounding: str, need_z: bool, ch_axis: int | None, grad_factor: float) -> list[torch.Tensor]:
-    """``[grad_x, grad_s(, grad_z)]`` of LSQ's backward for a variant :func:`variant` accepted (``grad`` contiguous):
-    one pass over the elements, then the eager kernel's sums, shaped as ``s`` / ``z`` and scaled by
-    ``grad_factor``."""
-    return _kernels().bwd(x, grad, s, z, qmin, qmax, ROUNDINGS[rounding], need_z,
-                          -1 if ch_axis is None else ch_axis, grad_factor)
+def apply(x: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, qmin: int, qmax: int, grad_factor: float,
+          ch_axis: int | None, rounding: str, positive_eps: float | None = None) -> torch.Tensor:
+    """LSQ's fake quantizer (:func:`bench.quant.lsq.lsq_fake_quantize`'s arguments, ``ch_axis`` non-negative) as one
+    autograd node of the C++ extension, for a variant :func:`variant` accepted: forward in one pass over ``x``,
+    backward (in C++, without Python: no Python call, context or GIL per quantizer per step) in one pass plus the eager
+    kernel's sums, given a contiguous gradient, and otherwise the eager kernel's ops, called from C++ (its products
+    and sums follow the gradient's layout). ``positive_eps``: ``s`` is the raw learned step, taken through
+    ``s.abs().clamp_min(positive_eps)`` with those ATen ops, forward and backward."""
+    return _kernels().lsq_apply(x, s, z, qmin, qmax, ROUNDINGS[rounding], -1 if ch_axis is None else ch_axis,
+                                grad_factor, -1.0 if positive_eps is None else positive_eps)

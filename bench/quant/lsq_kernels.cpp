@@ -726,6 +726,112 @@ std::vector<torch::Tensor> drop_split(torch::Tensor g, int64_t key, int64_t t) {
   return {ga, gb};
 }
 
+// bench/algos/qat.py's positive(s) = s.abs().clamp_min(eps), forward and the gradient autograd gives it (its nodes
+// ClampMinBackward0: where(|s| > eps, g, 0), then AbsBackward0: that times sgn(s)), per step value in C++ (a few
+// values per quantizer: eight ATen calls less), element for element the IEEE results of those ops: |s| is exact, the
+// bound is eps as a float (ATen's scalar), a NaN passes clamp_min and fails the comparison, sgn(NaN) is 0
+torch::Tensor positive_fwd(const torch::Tensor& s, double eps) {
+  auto sc = s.contiguous();
+  auto out = torch::empty_like(sc);
+  const float e = static_cast<float>(eps);
+  const float* ps = sc.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  for (int64_t i = 0; i < sc.numel(); ++i) {
+    const float a = std::fabs(ps[i]);
+    po[i] = a < e ? e : a;
+  }
+  return out;
+}
+
+torch::Tensor positive_bwd(const torch::Tensor& g, const torch::Tensor& s, double eps) {
+  auto gc = g.contiguous(), sc = s.contiguous();
+  TORCH_CHECK(gc.numel() == sc.numel(), "positive bwd: sizes");
+  auto out = torch::empty_like(sc);
+  const float e = static_cast<float>(eps);
+  const float *pg = gc.data_ptr<float>(), *ps = sc.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  for (int64_t i = 0; i < sc.numel(); ++i) {
+    const float kept = std::fabs(ps[i]) > e ? pg[i] : 0.f;
+    const float sg = ps[i] > 0.f ? 1.f : (ps[i] < 0.f ? -1.f : 0.f);
+    po[i] = kept * sg;
+  }
+  return out;
+}
+
+// bench/quant/lsq_eager.py's backward, op for op (the route of a gradient that is not contiguous: the eager products
+// follow its layout, and the sums their order)
+std::vector<torch::Tensor> lsq_bwd_eager(const torch::Tensor& x, const torch::Tensor& grad, const torch::Tensor& s,
+                                         const torch::Tensor& zr, int64_t qmin, int64_t qmax, int64_t mode,
+                                         bool need_z, int64_t ch, double gf) {
+  std::vector<int64_t> shape(x.dim(), 1), dims;
+  if (ch >= 0) shape[ch] = -1;
+  for (int64_t d = 0; d < x.dim(); ++d)
+    if (d != ch) dims.push_back(d);
+  const auto sb = ch >= 0 ? s.reshape(shape) : s.reshape({});
+  const auto zb = !zr.defined() ? at::zeros({}, s.options()) : (ch >= 0 ? zr.reshape(shape) : zr.reshape({}));
+  const bool zero_z = !zr.defined() || !zr.any().item<bool>();
+  const auto u = x * sb.reciprocal();
+  torch::Tensor code;
+  if (mode == 0) code = at::round(u);
+  else if (mode == 1) code = at::floor(u + 0.5);
+  else code = at::sign(u) * at::floor(u.abs() + 0.5);
+  code = code.clamp_(at::rsub(zb, qmin), at::rsub(zb, qmax));
+  const auto v = zero_z ? u : u + zb;
+  const auto clipped = at::le(v, qmin).logical_or_(at::ge(v, qmax));
+  auto gx = grad.masked_fill(clipped, 0.0);
+  auto ds = at::sub(code, u);
+  at::where_out(ds, clipped, code, ds);
+  auto gs = ds.mul_(grad).sum(dims).reshape(s.sizes()) * gf;
+  if (!need_z) return {gx, gs};
+  auto dz = at::where(clipped, -sb.expand_as(v), at::zeros_like(v));
+  return {gx, gs, (grad * dz).sum(dims).reshape(zr.sizes()) * gf};
+}
+
+// LSQ's fake quantizer (bench/quant/lsq_eager.py, EagerLSQ) as an autograd node of its own: forward and backward run in C++,
+// without Python in between (an autograd.Function defined in Python costs a Python call, a context and the GIL each
+// way, per quantizer, per step). eps >= 0: s is the raw learned step and the grid's step is positive(s, eps), its
+// gradient taken back through positive as autograd would. The zero point is rounded as EagerLSQ rounds it.
+struct LSQFn : public torch::autograd::Function<LSQFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor s,
+                               c10::optional<torch::Tensor> z, int64_t qmin, int64_t qmax, int64_t mode, int64_t ch,
+                               double gf, double eps) {
+    const auto sp = eps >= 0 ? positive_fwd(s, eps) : s;
+    c10::optional<torch::Tensor> zr;
+    if (z.has_value()) zr = at::floor(z->detach() + 0.5).clamp(qmin, qmax);  // new: z may change in place
+    ctx->save_for_backward({x, s, sp, zr.has_value() ? *zr : torch::Tensor()});
+    ctx->saved_data["meta"] = std::vector<int64_t>{qmin, qmax, mode, ch, z.has_value()};
+    ctx->saved_data["gf"] = gf;
+    ctx->saved_data["eps"] = eps;
+    return fwd(x, sp, zr, qmin, qmax, mode, ch);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const auto& s = saved[1];
+    const auto& sp = saved[2];
+    const auto& zr = saved[3];
+    const auto meta = ctx->saved_data["meta"].toIntVector();
+    const int64_t qmin = meta[0], qmax = meta[1], mode = meta[2], ch = meta[3];
+    const bool has_z = meta[4] != 0, need_z = has_z && ctx->needs_input_grad(2);
+    const double gf = ctx->saved_data["gf"].toDouble(), eps = ctx->saved_data["eps"].toDouble();
+    const auto& grad = grads[0];
+    const auto res = grad.is_contiguous() && grad.scalar_type() == torch::kFloat && grad.device().is_cpu()
+                         ? bwd(x, grad, sp, has_z ? c10::optional<torch::Tensor>(zr) : c10::nullopt, qmin, qmax,
+                               mode, need_z, ch, gf)
+                         : lsq_bwd_eager(x, grad, sp, zr, qmin, qmax, mode, need_z, ch, gf);
+    const auto gs = eps >= 0 ? positive_bwd(res[1], s, eps) : res[1];
+    return {res[0], gs, need_z ? res[2] : torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+torch::Tensor lsq_apply(torch::Tensor x, torch::Tensor s, c10::optional<torch::Tensor> z, int64_t qmin, int64_t qmax,
+                        int64_t mode, int64_t ch, double gf, double eps) {
+  return LSQFn::apply(x, s, z, qmin, qmax, mode, ch, gf, eps);
+}
+
 // how many threads at::parallel_for uses for a large range (1 unless the extension was built with OpenMP)
 int64_t threads() {
   std::mutex mu;
@@ -744,6 +850,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fwd", &fwd, "LSQ forward: clamp(round(x / s) + z_r, qmin, qmax) - z_r) * s",
         py::call_guard<py::gil_scoped_release>());
   m.def("bwd", &bwd, "LSQ backward: grad_x, grad_s[, grad_z]", py::call_guard<py::gil_scoped_release>());
+  m.def("lsq_apply", &lsq_apply, "LSQ's fake quantizer as an autograd node (forward and backward in C++)",
+        py::call_guard<py::gil_scoped_release>());
   m.def("fold_factor", &fold_factor, "strategy 4's fold factor (f, f0, sigma)");
   m.def("fold_factor_grad", &fold_factor_grad, "gamma's gradient through the fold factor");
   m.def("div_channels_grad", &div_channels_grad, "(grad / f, (z / f) * grad)",

@@ -164,11 +164,16 @@ class _DivChannels(torch.autograd.Function):
     the output ``z = y / f`` is saved instead (the same ``y / f``; behind a conv without bias, the BN that follows
     keeps that very tensor, so one activation-sized tensor less is held), and the sum is negated once instead of every
     element (negation is exact and rounding is symmetric: the sum of the negated products is the negated sum, in the
-    same reduction order)."""
+    same reduction order). With ``inplace`` (a fresh conv output that nothing else holds) ``y`` is divided in place: the
+    same quotients, one activation-sized buffer less written and allocated."""
 
     @staticmethod
-    def forward(ctx: Any, y: Tensor, f: Tensor) -> Tensor:  # type: ignore[override]
-        z = y / f
+    def forward(ctx: Any, y: Tensor, f: Tensor, inplace: bool = False) -> Tensor:  # type: ignore[override]
+        if inplace:
+            z = y.div_(f)
+            ctx.mark_dirty(y)
+        else:
+            z = y / f
         ctx.save_for_backward(z, f)
         return z
 
@@ -181,7 +186,7 @@ class _DivChannels(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             w = (z / f).mul_(grad) if fused is None else fused[1]
             grad_f = w.sum(dim=(0, 2, 3), keepdim=True).neg_()
-        return grad_y, grad_f
+        return grad_y, grad_f, None
 
 
 def _per_out(gamma: Tensor | None, sigma: Tensor, dim: int) -> Tensor:
@@ -328,7 +333,7 @@ class QuantConvBn2d(_InputLinked):
             factor = sigma_run.reciprocal() if bn.weight is None else bn.weight / sigma_run
             factor = torch.where(factor < 0, -1.0, 1.0) * factor.abs().clamp_min(_SCALE_FLOOR)
         y = _DivChannels.apply(conv._conv_forward(x, fq(conv.weight * factor.reshape(-1, 1, 1, 1)), None),
-                               factor.reshape(1, -1, 1, 1))
+                               factor.reshape(1, -1, 1, 1), True)  # the conv's output: nothing else holds it
         return y if conv.bias is None else y + conv.bias.reshape(1, -1, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ from bench.quant.observers import build_observer
 from bench.quant.profiles import load_profile
 from bench.quant.quantizer import FakeQuantize
 from bench.quant.spec import QuantSpec
+from tests.quant.compiler import needs_compiler
 
 
 def _images(n: int, seed: int) -> torch.Tensor:
@@ -174,6 +175,37 @@ def test_learned_step_sizes_are_written_back_and_qdrop_drops(trained):
     assert set(after) == set(acts)  # the original quantizers are back in place
     assert all(type(gm.get_submodule(n)) is FakeQuantize for n in after)
     assert any(not torch.equal(acts[n], after[n]) for n in acts)
+
+
+@needs_compiler
+@pytest.mark.parametrize("hw, drop", [("tensorrt", 0.0), ("acl", 0.0), ("acl", 0.5)])
+def test_learned_step_sizes_are_the_same_with_the_fused_kernels(trained, hw, drop):
+    # BRECQ's / QDrop's learned activation steps (the raw step taken through abs / clamp_min inside LSQ's fused node,
+    # a learned zero point on the asymmetric ACL grid, QDrop's drop on top): fused=true gives the eager numbers
+    from bench.quant import fused_lsq
+
+    res = []
+    fused_lsq._checked.clear()
+    try:
+        for fused in (False, True):
+            fused_lsq.set_enabled(fused)
+            torch.manual_seed(0)  # TinyNet's initial weights
+            gm = prepare(trained(TinyNet()), load_profile(hw), w_bits=4, a_bits=4)
+            x = _images(64, 4)
+            calibrate(gm, x)
+            torch.manual_seed(1)  # QDrop's masks (torch.rand_like)
+            stats = reconstruct(gm, x, Stage("acts", rounding=False, acts_on=True, learn_acts=True, drop_prob=drop),
+                                ReconSettings(iters=12, batch_size=16, act_lr=1e-2), progress=False)
+            res.append((stats, [(n, fq.scale, fq.zero_point) for n, fq in gm.named_modules()
+                                if isinstance(fq, FakeQuantize) and fq.kind == "act"]))
+        assert fused_lsq.enabled() and fused_lsq._checked  # the fused node ran, probed, and stayed on
+    finally:
+        fused_lsq.set_enabled(False)
+    (eager_stats, eager_q), (fused_stats, fused_q) = res
+    assert eager_stats == fused_stats and len(eager_q) == len(fused_q)
+    for (n, s, z), (m, t, y) in zip(eager_q, fused_q, strict=True):
+        assert n == m and torch.equal(s, t) and torch.equal(z, y), n
+    assert any(st["loss_after"] != st["loss_before"] for st in eager_stats)  # the steps did move
 
 
 def test_fisher_stage_runs_and_weights_have_mean_one(trained):

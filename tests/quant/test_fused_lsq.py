@@ -97,15 +97,41 @@ def test_a_non_contiguous_gradient_gets_the_eager_sums(fresh, axis):
         assert torch.equal(a, b) and a.stride() == b.stride()
 
 
+@pytest.mark.parametrize("axis", [None, 0])
+def test_a_raw_step_goes_through_positive_inside_the_fused_node(fresh, axis):
+    # the quantizers pass their raw learned step with positive_eps: the fused node takes |s| floored at eps forward
+    # and autograd's gradient of s.abs().clamp_min(eps) backward (0 at and below the floor, the sign of s elsewhere)
+    eps = 1e-3
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 4, 5, 5, generator=gen)
+    s = torch.tensor([-0.2, eps, 0.3, eps / 4, -0.0, 0.25])[: 6 if axis == 0 else 1]
+    grad = torch.randn(x.shape, generator=gen)
+    res = []
+    for fused in (False, True):
+        fused_lsq.set_enabled(fused)
+        xt, st = x.clone().requires_grad_(True), s.clone().requires_grad_(True)
+        y = lsq_fake_quantize(xt, st, None, -8, 7, 0.1, axis, positive_eps=eps)
+        y.backward(grad)
+        res.append((y.detach(), xt.grad, st.grad))
+    assert fused_lsq.enabled() and fused_lsq._checked
+    for a, b in zip(*res, strict=True):
+        assert torch.equal(a, b) and torch.equal(torch.signbit(a), torch.signbit(b))
+    # independently: the step used is max(|s|, eps); its gradient is the plain LSQ one, times sign(s) above the floor
+    step = s.abs().clamp(min=eps).reshape(-1, 1, 1, 1) if axis == 0 else s.abs().clamp(min=eps)
+    assert torch.equal(res[1][0], torch.round(x / step).clamp(-8, 7) * step)
+    sp = step.reshape(s.shape).clone().requires_grad_(True)
+    lsq_fake_quantize(x, sp, None, -8, 7, 0.1, axis).backward(grad)
+    want = torch.where(s.abs() > eps, sp.grad * torch.sign(s), torch.zeros_like(s))
+    assert torch.equal(res[1][2], want)
+
+
 def test_the_probe_catches_a_kernel_that_breaks_ties_differently(fresh, monkeypatch, caplog):
     real = fused_lsq._kernels()
 
-    class HalfUp:  # the real kernels, but forward rounds half up where half to even is asked: differs at ties only
-        bwd = real.bwd
-
+    class HalfUp:  # the real kernels, but rounding half up where half to even is asked: differs at ties only
         @staticmethod
-        def fwd(x, s, z, qmin, qmax, mode, ch):
-            return real.fwd(x, s, z, qmin, qmax, fused_lsq.ROUNDINGS["half_up"], ch)
+        def lsq_apply(x, s, z, qmin, qmax, mode, ch, gf, eps):
+            return real.lsq_apply(x, s, z, qmin, qmax, fused_lsq.ROUNDINGS["half_up"], ch, gf, eps)
 
     monkeypatch.setattr(fused_lsq, "_kernels", lambda: HalfUp)
     fused_lsq.set_enabled(True)
@@ -158,7 +184,7 @@ def test_the_kernels_use_torchs_threads(fresh):
         assert fused_lsq._kernels().threads() == 2
     finally:
         torch.set_num_threads(old)
-    assert torch.equal(fused_lsq.forward(x, one * 0.1, None, -8, 7, "half_even", None),
+    assert torch.equal(fused_lsq.apply(x, one * 0.1, None, -8, 7, 1.0, None, "half_even"),
                        torch.round(x * (one * 0.1).reciprocal()).clamp(-8, 7) * (one * 0.1))
 
 
