@@ -1,7 +1,7 @@
 """QAT training-step overhead: time per QAT step / time per FP32 step, side by side in one process.
 
-Usage: ``python benchmarks/qat_step_speed.py [--arch resnet18_mini] [--batch 128] [--threads 2] [--steps 15]
-[--rounds 3] [--hw tensorrt] [--device cpu|cuda] [--fused] [--no-torch-ao]``. On ``--device cuda`` every step is
+Usage: ``python benchmarks/qat_step_speed.py [--arch resnet18_mini] [--batch 128] [--threads 2] [--steps 1]
+[--rounds 60] [--hw tensorrt] [--device cpu|cuda] [--fused] [--no-torch-ao]``. On ``--device cuda`` every step is
 followed by ``torch.cuda.synchronize()`` so the clock sees the kernels, not their launch.
 
 Every variant is the same FP32 model (``--arch`` with fresh weights, BN gammas set to 1 because torch.ao's fused ConvBn
@@ -17,12 +17,15 @@ data, 10 classes) trained with the same step
   that fold so; built once per machine, and probed against the eager kernels, during the warm-up steps);
 - ``torch.ao``: PyTorch's own QAT, ``prepare_qat_fx`` with ``get_default_qat_qconfig_mapping("x86")`` (its default
   fake-quant modules and Conv-BN fusion).
-Variants are timed in interleaved rounds (``--rounds``), so machine noise hits them alike; the median step of each
-is reported with its ratio to the FP32 step. With ``--isolate`` each algorithm (and torch.ao) is timed in a process
-of its own, side by side with that process's own ``fp32`` and ``fp32-control``, as a cell holds one model: with
-every variant in one process the QAT steps measure slower (resnet18_mini, LSQ fused: 1.49x among 17 variants, 1.33x
-alone, the control at 0.99x in both). The targets of the speed issue (18): LSQ / FP32 <= 1.3x, every QAT
-algorithm <= 1.5x, and below torch.ao.
+Variants are timed in interleaved rounds (``--rounds``) of ``--steps`` steps each, by default one step each, so the
+machine's slow phases hit every variant alike: on this project's 2-core machine, whose FP32 step moved between 35 and
+54 ms within an hour, blocks of 10 steps gave ratios 0.1 apart from run to run (LSQ fused 1.37-1.52x), steps
+interleaved one by one 0.02 apart (1.38, 1.40, 1.40 in three runs). The median step of each variant is reported with
+its ratio to the FP32 step. With ``--isolate`` each algorithm (and torch.ao) is timed in a process of its own, side by
+side with that process's own ``fp32`` and ``fp32-control``, as a cell holds one model: with every variant in one
+process the QAT steps measured slower (resnet18_mini, LSQ fused, blocks of 10 steps: 1.49x among 17 variants, 1.33x
+alone, the control at 0.99x in both). The targets of the speed issue (18): LSQ / FP32 <= 1.3x, every QAT algorithm
+<= 1.5x, and below torch.ao.
 """
 
 from __future__ import annotations
@@ -97,8 +100,8 @@ def main() -> None:
     p.add_argument("--arch", default="resnet18_mini")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=15, help="timed steps per variant per round")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=1, help="timed steps per variant per round")
+    p.add_argument("--rounds", type=int, default=60)
     p.add_argument("--hw", default="tensorrt")
     p.add_argument("--algos", default=",".join(QAT))
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))

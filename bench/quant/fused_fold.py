@@ -47,9 +47,10 @@ def _probe_factor() -> bool:
 
 
 def _probe_div() -> bool:
-    """The division's two backward products against the eager ops, on runs shorter and longer than a vector."""
+    """The division's two backward products against the eager ops, on runs shorter and longer than a vector (short
+    runs: the repeated-factor loop over whole samples)."""
     g = torch.Generator().manual_seed(1)
-    for shape in ([2, 3, 1, 5], [4, 16, 9, 9], [2, 5, 64, 65]):
+    for shape in ([2, 3, 1, 5], [3, 40, 2, 2], [2, 24, 4, 4], [4, 16, 9, 9], [2, 5, 64, 65]):
         z, grad = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
         sign = torch.where(torch.rand(shape[1], generator=g) < 0.3, -1, 1).reshape(1, -1, 1, 1)
         f = (torch.rand(1, shape[1], 1, 1, generator=g) + 0.1) * sign

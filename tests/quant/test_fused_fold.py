@@ -56,10 +56,12 @@ GAMMAS = {
 @pytest.mark.parametrize("groups", [1, 6])
 @pytest.mark.parametrize("gammas", list(GAMMAS), ids=str)
 @pytest.mark.parametrize("contiguous_grad", [True, False])
-def test_fused_fold_is_bit_identical_to_eager(fresh, groups, gammas, contiguous_grad):
+@pytest.mark.parametrize("hw", [(2, 2), (7, 9), (9, 10)])  # the division's backward: short runs (< 64) and long ones
+def test_fused_fold_is_bit_identical_to_eager(fresh, groups, gammas, contiguous_grad, hw):
     m = _layer(groups, GAMMAS[gammas], seed=groups)
-    x = torch.randn(4, m.conv.in_channels, 7, 9)
-    up = torch.randn(9, 7, 6, 4).permute(3, 2, 1, 0) if not contiguous_grad else torch.randn(4, 6, 7, 9)
+    h, w = hw
+    x = torch.randn(4, m.conv.in_channels, h, w)
+    up = torch.randn(w, h, 6, 4).permute(3, 2, 1, 0) if not contiguous_grad else torch.randn(4, 6, h, w)
     eager = _step(copy.deepcopy(m), x, up, fused=False)
     fused = _step(copy.deepcopy(m), x, up, fused=True)
     assert ("fold_factor",) in fused_lsq._checked and fused_lsq.enabled()  # the fused kernels ran
