@@ -40,25 +40,22 @@ def lsq_fake_quantize(
     or PyTorch's fused kernel (``"torch"``, round half to even only). See the module docstring. ``positive_eps``: ``s``
     is the raw learned parameter and the step is ``s.abs().clamp_min(positive_eps)`` (the quantizers' ``positive``),
     its gradient taken back through it as autograd does (inside the fused node where the fused kernels run)."""
-    if kernel == "torch":
-        if rounding != "half_even":
-            raise ValueError(f"kernel='torch' rounds half to even, not {rounding}")
-        if positive_eps is not None:
-            s = s.abs().clamp_min(positive_eps)
-        if z is None:
-            z = torch.zeros_like(s.detach())
-        if ch_axis is None:
-            return torch._fake_quantize_learnable_per_tensor_affine(x, s.reshape(1), z.reshape(1), qmin, qmax,
-                                                                     grad_factor)
-        return torch._fake_quantize_learnable_per_channel_affine(x, s, z, ch_axis, qmin, qmax, grad_factor)
-    if kernel != "paper":
+    if kernel not in KERNELS:
         raise ValueError(f"unknown LSQ kernel {kernel!r}; accepted: {', '.join(KERNELS)}")
+    if kernel == "torch" and rounding != "half_even":
+        raise ValueError(f"kernel='torch' rounds half to even, not {rounding}")
     if ch_axis is not None:
         ch_axis %= x.dim()  # backward's reduced dimensions are those != ch_axis
-    if s.dtype == torch.float32 and (z is None or z.dtype == torch.float32):  # the probe's dtypes
+    if kernel == "paper" and s.dtype == torch.float32 and (z is None or z.dtype == torch.float32):  # probed dtypes
         need_z = z is not None and z.requires_grad and torch.is_grad_enabled()
         if fused_lsq.variant(x, rounding, z is not None, need_z, ch_axis) is not None:
             return fused_lsq.apply(x, s, z, qmin, qmax, grad_factor, ch_axis, rounding, positive_eps)
     if positive_eps is not None:
         s = s.abs().clamp_min(positive_eps)
-    return EagerLSQ.apply(x, s, z, qmin, qmax, grad_factor, ch_axis, rounding)
+    if kernel == "paper":
+        return EagerLSQ.apply(x, s, z, qmin, qmax, grad_factor, ch_axis, rounding)
+    if z is None:
+        z = torch.zeros_like(s.detach())
+    if ch_axis is None:
+        return torch._fake_quantize_learnable_per_tensor_affine(x, s.reshape(1), z.reshape(1), qmin, qmax, grad_factor)
+    return torch._fake_quantize_learnable_per_channel_affine(x, s, z, ch_axis, qmin, qmax, grad_factor)

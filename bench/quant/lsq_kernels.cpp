@@ -1,7 +1,8 @@
-// LSQ fake quantization, forward and backward, one pass each over memory (and the eager gradient sums), one call
-// each way from Python. Every element goes through the IEEE operations of bench/quant/lsq.py in the same order; built
-// without floating-point contraction or fast-math, so the results are those of the eager kernels bit for bit. Built with
-// -fopenmp: at::parallel_for splits the work over torch's intra-op threads only in an OpenMP build.
+// LSQ fake quantization, forward and backward, one pass each over memory (and the eager gradient sums), one autograd
+// node (LSQFn) called once from Python. Every element goes through the IEEE operations of bench/quant/lsq_eager.py in
+// the same order; built without floating-point contraction or fast-math, so the results are those of the eager kernels
+// bit for bit. Built with -fopenmp: at::parallel_for splits the work over torch's intra-op threads only in an OpenMP
+// build.
 // Also QDrop's counter-based drop masks (bench/ptq/drop.py): integer arithmetic and selections only.
 #include <torch/extension.h>
 #include <ATen/ExpandUtils.h>
@@ -872,9 +873,6 @@ int64_t threads() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // the GIL is released while the kernels run, as eager ops do
-  m.def("fwd", &fwd, "LSQ forward: clamp(round(x / s) + z_r, qmin, qmax) - z_r) * s",
-        py::call_guard<py::gil_scoped_release>());
-  m.def("bwd", &bwd, "LSQ backward: grad_x, grad_s[, grad_z]", py::call_guard<py::gil_scoped_release>());
   m.def("lsq_apply", &lsq_apply, "LSQ's fake quantizer as an autograd node (forward and backward in C++)",
         py::call_guard<py::gil_scoped_release>());
   m.def("fold_factor", &fold_factor, "strategy 4's fold factor (f, f0, sigma)");
