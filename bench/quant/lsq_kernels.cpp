@@ -3,7 +3,8 @@
 // the same order; built without floating-point contraction or fast-math, so the results are those of the eager kernels
 // bit for bit. Built with -fopenmp: at::parallel_for splits the work over torch's intra-op threads only in an OpenMP
 // build.
-// Also QDrop's counter-based drop masks (bench/ptq/drop.py): integer arithmetic and selections only.
+// Also QDrop's counter-based drop masks (bench/ptq/drop.py): integer arithmetic and selections only; and the input
+// gradient of a first conv (bench/quant/fused_conv.py), explicit fused multiply-adds in oneDNN's order.
 #include <torch/extension.h>
 #include <ATen/ExpandUtils.h>
 #include <ATen/Parallel.h>
@@ -290,6 +291,119 @@ std::vector<torch::Tensor> div_channels_grad(torch::Tensor grad, torch::Tensor z
     }
   });
   return {gy, prod};
+}
+
+// input gradient of a conv with one input channel (groups 1, dilation 1, zero padding), for the learned step of the
+// quantizer in front of a network's first conv: per input pixel one fused multiply-add chain per kernel column kw over
+// (kh ascending, output channel ascending), the chains added in kw order: oneDNN's order where bench/quant/fused_conv.py
+// has checked it against ATen for the shape (a strided 3x3 conv on AVX-512). Latency-bound chains: NB samples at a
+// time, so that NB independent chains are in flight.
+namespace conv1 {
+constexpr int64_t NB = 4, V = 16;
+
+struct Geo {
+  int64_t N, OC, OH, OW, KH, KW, H, W, sh, sw, ph, pw;
+};
+
+// chains of samples n0 .. n0 + nb - 1 for input row ih, kernel column kw, output columns ow = j + d, j in [j0, j1),
+// written to chain[s * cw + j]
+template <int64_t B>
+void chains(const Geo& g, const float* pg, const float* pw, int64_t n0, int64_t ih, int64_t kw, int64_t d,
+            int64_t j0, int64_t j1, const int64_t* khs, int64_t nkh, float* chain, int64_t cw) {
+  const int64_t plane = g.OH * g.OW;
+  auto run = [&](int64_t jb, auto len_c) {
+    constexpr int64_t L = decltype(len_c)::value;
+    float acc[B][V];
+    for (int64_t s = 0; s < B; ++s)
+      for (int64_t l = 0; l < V; ++l) acc[s][l] = 0.f;
+    for (int64_t q = 0; q < nkh; ++q) {
+      const int64_t kh = khs[q], oh = (ih + g.ph - kh) / g.sh;
+      const float* base = pg + (n0 * g.OC * g.OH + oh) * g.OW + d + jb;
+      for (int64_t oc = 0; oc < g.OC; ++oc) {
+        const float wv = pw[(oc * g.KH + kh) * g.KW + kw];
+        const float* row = base + oc * plane;
+        for (int64_t s = 0; s < B; ++s) {
+          const float* r = row + s * g.OC * plane;
+          for (int64_t l = 0; l < L; ++l) acc[s][l] = std::fma(wv, r[l], acc[s][l]);
+        }
+      }
+    }
+    for (int64_t s = 0; s < B; ++s)
+      for (int64_t l = 0; l < L; ++l) chain[s * cw + jb + l] = acc[s][l];
+  };
+  // blocks of 16 columns, the last one overlapping the block before (the same values again); ranges shorter than
+  // 16 in blocks of 8 and 4 the same way; under 4, one column at a time
+  const int64_t n = j1 - j0;
+  auto blocks = [&](auto width) {
+    constexpr int64_t L = decltype(width)::value;
+    int64_t jb = j0;
+    for (; jb + L <= j1; jb += L) run(jb, width);
+    if (jb < j1) run(j1 - L, width);
+  };
+  if (n >= 16) {
+    blocks(std::integral_constant<int64_t, 16>{});
+  } else if (n >= 8) {
+    blocks(std::integral_constant<int64_t, 8>{});
+  } else if (n >= 4) {
+    blocks(std::integral_constant<int64_t, 4>{});
+  } else {
+    for (int64_t jb = j0; jb < j1; ++jb) run(jb, std::integral_constant<int64_t, 1>{});
+  }
+}
+}  // namespace conv1
+
+torch::Tensor conv1_input_grad(torch::Tensor grad, torch::Tensor w, int64_t H, int64_t W, int64_t sh, int64_t sw,
+                               int64_t ph, int64_t pw) {
+  TORCH_CHECK(grad.dim() == 4 && w.dim() == 4 && w.size(1) == 1 && w.size(0) == grad.size(1) && sh > 0 && sw > 0,
+              "conv1 input grad: shapes");
+  grad = grad.contiguous();
+  w = w.contiguous();
+  using conv1::NB;
+  const conv1::Geo g{grad.size(0), grad.size(1), grad.size(2), grad.size(3), w.size(2), w.size(3), H, W, sh, sw, ph, pw};
+  auto out = torch::empty({g.N, 1, H, W}, grad.options());
+  const float *pg = grad.data_ptr<float>(), *pwt = w.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  const int64_t nblocks = (g.N + NB - 1) / NB, cw = (W + sw - 1) / sw;
+  at::parallel_for(0, H * nblocks, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> chain(NB * cw), total(NB * cw);
+    std::vector<int64_t> khs(g.KH);
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t ih = task / nblocks, n0 = (task % nblocks) * NB, nb = std::min(NB, g.N - n0);
+      int64_t nkh = 0;  // the kernel rows that reach input row ih, ascending
+      for (int64_t kh = 0; kh < g.KH; ++kh) {
+        const int64_t th = ih + ph - kh;
+        if (th >= 0 && th % sh == 0 && th / sh < g.OH) khs[nkh++] = kh;
+      }
+      for (int64_t res = 0; res < std::min(sw, W); ++res) {
+        const int64_t nj = (W - res + sw - 1) / sw;  // input columns iw = res + sw * j
+        bool first = true;
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          const int64_t t = res + pw - kw;  // kernel column kw reaches them where t % sw == 0, at ow = j + t / sw
+          if (((t % sw) + sw) % sw != 0) continue;
+          const int64_t d = t >= 0 ? t / sw : -((-t) / sw);
+          const int64_t j0 = std::max<int64_t>(0, -d), j1 = std::min<int64_t>(nj, g.OW - d);
+          for (int64_t i = 0; i < NB * cw; ++i) chain[i] = 0.f;
+          if (j0 < j1) {
+            if (nb == NB) {
+              conv1::chains<NB>(g, pg, pwt, n0, ih, kw, d, j0, j1, khs.data(), nkh, chain.data(), cw);
+            } else {
+              for (int64_t s = 0; s < nb; ++s)
+                conv1::chains<1>(g, pg, pwt, n0 + s, ih, kw, d, j0, j1, khs.data(), nkh, chain.data() + s * cw, cw);
+            }
+          }
+          for (int64_t s = 0; s < nb; ++s)
+            for (int64_t j = 0; j < nj; ++j)
+              total[s * cw + j] = first ? chain[s * cw + j] : total[s * cw + j] + chain[s * cw + j];
+          first = false;
+        }
+        for (int64_t s = 0; s < nb; ++s) {
+          float* orow = po + ((n0 + s) * H + ih) * W;
+          for (int64_t j = 0; j < nj; ++j) orow[res + sw * j] = first ? 0.f : total[s * cw + j];
+        }
+      }
+    }
+  });
+  return out;
 }
 
 // PACT's activation quantizer (bench/algos/pact.py), forward: the clip where(x >= hi, hi, where(x <= lo, lo, x)), the
@@ -878,6 +992,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fold_factor", &fold_factor, "strategy 4's fold factor (f, f0, sigma)");
   m.def("fold_factor_grad", &fold_factor_grad, "gamma's gradient through the fold factor");
   m.def("div_channels_grad", &div_channels_grad, "(grad / f, (z / f) * grad)",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("conv1_input_grad", &conv1_input_grad, "input gradient of a conv with one input channel",
         py::call_guard<py::gil_scoped_release>());
   m.def("pact_fwd", &pact_fwd, "PACT's clip, fake quantization and straight-through sum",
         py::call_guard<py::gil_scoped_release>());

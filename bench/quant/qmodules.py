@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.quant import fused_fold
+from bench.quant import fused_conv, fused_fold
 
 STRATEGIES = (-1, 0, 1, 2, 3, 4)
 
@@ -209,7 +209,7 @@ class QuantConv2d(_InputLinked):
     def forward(self, x: Tensor) -> Tensor:
         # _conv_forward applies conv's stride / padding (incl. padding_mode) / dilation / groups, as nn.Conv2d does
         w = self.conv.weight
-        return self.conv._conv_forward(x, self.weight_fq(w), self.int_bias(self.conv.bias, w))
+        return fused_conv.conv2d(self.conv, x, self.weight_fq(w), self.int_bias(self.conv.bias, w))
 
     def folded_weight_bias(self) -> tuple[Tensor, Tensor | None]:
         """The float weight and bias quantized at deployment: the conv's own."""
@@ -325,14 +325,14 @@ class QuantConvBn2d(_InputLinked):
         estimates statistics of this tensor. Not defined for strategy 0 (no BN left)."""
         conv, fq, bn = self.conv, self.weight_fq, self._bn()
         if self.strategy == -1:
-            return conv._conv_forward(x, fq(conv.weight), conv.bias)
+            return fused_conv.conv2d(conv, x, fq(conv.weight), conv.bias)
         assert bn.running_var is not None
         factor = None if bn.weight is None else fused_fold.fold_factor(bn.weight, bn.running_var, bn.eps, _SCALE_FLOOR)
         if factor is None:  # eager (fused kernels off): the same numbers
             sigma_run = torch.sqrt(bn.running_var + bn.eps)
             factor = sigma_run.reciprocal() if bn.weight is None else bn.weight / sigma_run
             factor = torch.where(factor < 0, -1.0, 1.0) * factor.abs().clamp_min(_SCALE_FLOOR)
-        y = _DivChannels.apply(conv._conv_forward(x, fq(conv.weight * factor.reshape(-1, 1, 1, 1)), None),
+        y = _DivChannels.apply(fused_conv.conv2d(conv, x, fq(conv.weight * factor.reshape(-1, 1, 1, 1)), None),
                                factor.reshape(1, -1, 1, 1), True)  # the conv's output: nothing else holds it
         return y if conv.bias is None else y + conv.bias.reshape(1, -1, 1, 1)
 
@@ -341,28 +341,28 @@ class QuantConvBn2d(_InputLinked):
         if self.stat_sink is not None:
             return self._forward_collect(x)
         if s == 0:
-            return conv._conv_forward(x, fq(conv.weight), self.int_bias(conv.bias, conv.weight))
+            return fused_conv.conv2d(conv, x, fq(conv.weight), self.int_bias(conv.bias, conv.weight))
         bn = self._bn()
         if s == -1:
             if not bn.training and self.bias_step(conv.weight) is not None:
                 return self._int_bn(x)
-            return bn(conv._conv_forward(x, fq(conv.weight), conv.bias))
+            return bn(fused_conv.conv2d(conv, x, fq(conv.weight), conv.bias))
         if s == 1 or not bn.training:
             # deployed form: running-statistics fold, same ops as to_folded()
             w_fold, b_fold = self._fold_running()
-            return conv._conv_forward(x, fq(w_fold), self.int_bias(b_fold, w_fold))
+            return fused_conv.conv2d(conv, x, fq(w_fold), self.int_bias(b_fold, w_fold))
         if s == 2:
-            mean, var = self._batch_stats(conv._conv_forward(x, conv.weight, conv.bias))
+            mean, var = self._batch_stats(fused_conv.conv2d(conv, x, conv.weight, conv.bias))
             w_fold, b_fold = fold_conv_bn_weights(conv.weight, conv.bias, mean, var, bn.weight, bn.bias, bn.eps)
-            return conv._conv_forward(x, fq(w_fold), self.int_bias(b_fold, w_fold))
+            return fused_conv.conv2d(conv, x, fq(w_fold), self.int_bias(b_fold, w_fold))
         if s == 3:
-            mean, var = self._batch_stats(conv._conv_forward(x, conv.weight, conv.bias))
+            mean, var = self._batch_stats(fused_conv.conv2d(conv, x, conv.weight, conv.bias))
             assert bn.running_var is not None
             sigma_run = torch.sqrt(bn.running_var + bn.eps)
             sigma_batch = torch.sqrt(var + bn.eps)
             w_fold = conv.weight * _per_out(bn.weight, sigma_run, conv.weight.dim())
             _, b_batch = fold_conv_bn_weights(conv.weight, conv.bias, mean, var, bn.weight, bn.bias, bn.eps)
-            y = conv._conv_forward(x, fq(w_fold), None) * (sigma_run / sigma_batch).reshape(1, -1, 1, 1)
+            y = fused_conv.conv2d(conv, x, fq(w_fold), None) * (sigma_run / sigma_batch).reshape(1, -1, 1, 1)
             return y + b_batch.reshape(1, -1, 1, 1)
         # strategy 4: quantize the running-folded weight, undo the scaling per channel (sign-preserving floor on
         # |gamma / sigma|, sign(0) counting as +), then a real BN
@@ -395,7 +395,7 @@ class QuantConvBn2d(_InputLinked):
         assert step is not None
         grid = (step * a).detach()
         c_int = c + (torch.round(c / grid) * grid - c).detach()
-        y = conv._conv_forward(x, self.weight_fq(conv.weight), None)
+        y = fused_conv.conv2d(conv, x, self.weight_fq(conv.weight), None)
         return y * a.reshape(1, -1, 1, 1) + c_int.reshape(1, -1, 1, 1)
 
     @torch.no_grad()
