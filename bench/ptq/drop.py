@@ -12,6 +12,11 @@ mask from torch's generator (the seeded one of the loop, or the global one), so 
 Other random numbers than ``torch.rand``: the same distribution, other masks, so other reconstruction results (a
 different ``config_hash``). The kernels live in :mod:`bench.quant.fused_lsq`'s C++ extension; where it cannot be
 built, a NumPy implementation computes the same masks (slower).
+
+The default torch masks get a fused route too (:func:`rand_where`, with ``fused=true``): the C++ extension draws
+torch's own uniform numbers from torch's generator (the same Mersenne Twister outputs in the same order, so the same
+masks and the same generator state after) and selects in the same call; backward is one pass from the stored mask.
+Probed against ``torch.rand`` and autograd's ``where`` on first use, like the other fused kernels.
 """
 
 from __future__ import annotations
@@ -111,6 +116,77 @@ class _Select(torch.autograd.Function):
             zero = torch.zeros_like(grad)
             ga, gb = torch.where(keep, grad, zero), torch.where(keep, zero, grad)
         return ga, gb, None, None
+
+
+class _RandSelect(torch.autograd.Function):
+    """``torch.where(torch.rand(a.shape, generator=generator) < p, a, b)`` in one C++ call, the mask saved as
+    autograd's ``where`` saves it; backward ``(keep ? g : 0, keep ? 0 : g)`` in one pass."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, a: torch.Tensor, b: torch.Tensor, p: float, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        out, keep = fused_lsq.extension().rand_select(a, b, p, generator)
+        ctx.save_for_backward(keep)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (keep,) = ctx.saved_tensors
+        if grad.is_contiguous():
+            ga, gb = fused_lsq.extension().keep_split(grad, keep)
+        else:  # autograd's where backward, whose outputs follow the gradient's layout
+            zero = torch.zeros((), dtype=grad.dtype)
+            ga, gb = torch.where(keep, grad, zero), torch.where(keep, zero, grad)
+        return ga, gb, None, None
+
+
+def _eager_rand_where(a: torch.Tensor, b: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    # QDrop's reference form (recon.py's eager route)
+    return torch.where(torch.rand(a.shape, generator=generator) < p, a, b)
+
+
+def _probe_rand() -> bool:
+    """:class:`_RandSelect` against :func:`_eager_rand_where` from the same generator state, on the global generator
+    (its state saved and restored) and a seeded one: the output, both gradients (a contiguous gradient and one that is
+    not) and the generator's state after; sizes under and over a thread's share, p of 0.5, 0.3, 0 and 1."""
+    saved = torch.get_rng_state()
+    try:
+        data = torch.Generator().manual_seed(5)
+        for n, p in ((7, 0.5), (40001, 0.3), (1000, 0.0), (1000, 1.0)):
+            a, b = torch.randn(n, 2, generator=data), torch.randn(n, 2, generator=data)
+            for grad in (torch.randn(n, 2, generator=data), torch.randn(2, n, generator=data).t()):
+                for seeded in (False, True):
+                    gens = [torch.Generator().manual_seed(9) if seeded else None for _ in range(2)]
+                    start = torch.get_rng_state()
+                    outs, states = [], []
+                    for fn, gen in ((_eager_rand_where, gens[0]), (_RandSelect.apply, gens[1])):
+                        torch.set_rng_state(start)
+                        outs.append(fused_lsq.outputs_and_grads(fn, [a.requires_grad_(True), b.requires_grad_(True)],
+                                                                (p, gen), grad, plain=False))
+                        states.append(gen.get_state() if seeded else torch.get_rng_state())
+                    if not (all(fused_lsq.same_bits(x, y) for x, y in zip(*outs, strict=True))
+                            and torch.equal(states[0], states[1])):
+                        return False
+        return True
+    finally:
+        torch.set_rng_state(saved)
+
+
+def rand_where(a: torch.Tensor, b: torch.Tensor, p: float,
+               generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """``torch.where(torch.rand(a.shape, generator=generator) < p, a, b)`` (QDrop's torch masks; the global generator
+    when None), differentiable in ``a`` and ``b``, from the fused kernels: the same draws from the same generator, the
+    same numbers; None where they are off or do not apply (not contiguous float32 CPU tensors of one shape): the
+    caller's eager ops then."""
+    if not (fused_lsq.usable(a) and fused_lsq.usable(b) and a.shape == b.shape and a.is_contiguous()
+            and b.is_contiguous()):
+        return None
+    if generator is not None and generator.device.type != "cpu":
+        return None
+    if not fused_lsq.probed(("rand_select",), _probe_rand):
+        return None
+    return _RandSelect.apply(a, b, p, generator)
 
 
 def drop(x: torch.Tensor, q: torch.Tensor, key: int, p: float) -> torch.Tensor:

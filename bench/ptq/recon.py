@@ -134,7 +134,8 @@ class ReconActQuantizer(FakeQuantize):
         if self.drop_prob > 0:
             if self.mask_rng == "splitmix":
                 return drop.drop(x, q, drop.draw_key(), self.drop_prob)
-            return torch.where(torch.rand_like(x) < self.drop_prob, x, q)
+            fused = drop.rand_where(x, q, self.drop_prob)  # the same draws and numbers (fused=true)
+            return fused if fused is not None else torch.where(torch.rand_like(x) < self.drop_prob, x, q)
         return q
 
     def grid(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,8 +293,11 @@ def _reconstruct_unit(
                     x = drop.select(x_fp[idx], x, drop.draw_key(gen), stage.drop_prob)
                 elif stage.drop_prob > 0:
                     # drawn from the seeded CPU generator (the same masks on every device), then moved to the data
-                    keep = torch.rand(x.shape, generator=gen).to(x.device) < stage.drop_prob
-                    x = torch.where(keep, x_fp[idx], x)
+                    mixed = drop.rand_where(x_fp[idx], x, stage.drop_prob, gen)  # the same draws (fused=true)
+                    if mixed is None:
+                        keep = torch.rand(x.shape, generator=gen).to(x.device) < stage.drop_prob
+                        mixed = torch.where(keep, x_fp[idx], x)
+                    x = mixed
                 for _, _, lq in learned_acts:
                     lq.drop_prob, lq.mask_rng = stage.drop_prob, stage.mask_rng
                 out = sub(x)

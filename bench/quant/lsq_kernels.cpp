@@ -6,6 +6,7 @@
 // Also QDrop's counter-based drop masks (bench/ptq/drop.py): integer arithmetic and selections only; and the input
 // gradient of a first conv (bench/quant/fused_conv.py), explicit fused multiply-adds in oneDNN's order.
 #include <torch/extension.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ExpandUtils.h>
 #include <ATen/Parallel.h>
 #include <cmath>
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
@@ -866,6 +868,50 @@ std::vector<torch::Tensor> drop_split(torch::Tensor g, int64_t key, int64_t t) {
   return {ga, gb};
 }
 
+// QDrop's torch masks (mask_rng=torch: its reference code's torch.rand_like(x) < p), drawn as torch's uniform_ draws
+// a float tensor on the CPU: one 32-bit output of the generator's Mersenne Twister per element, in element order, under
+// the generator's lock, its low 24 bits times 2^-24 (exact); compared with p as a float (lt with a Python scalar).
+// The draw is serial, as torch's; the selection keep ? a : b after it in parallel. Returns (keep ? a : b, keep).
+std::vector<torch::Tensor> rand_select(torch::Tensor a, torch::Tensor b, double p, std::optional<at::Generator> gen) {
+  check(a, "rand select");
+  check(b, "rand select");
+  TORCH_CHECK(a.sizes() == b.sizes(), "rand select: shapes");
+  auto out = torch::empty_like(a);
+  auto keep = torch::empty(a.sizes(), a.options().dtype(torch::kBool));
+  auto* g = at::get_generator_or_default<at::CPUGeneratorImpl>(gen, at::detail::getDefaultCPUGenerator());
+  const float pf = static_cast<float>(p);
+  const int64_t n = a.numel();
+  bool* pk = keep.data_ptr<bool>();
+  {
+    std::lock_guard<std::mutex> lock(g->mutex_);
+    for (int64_t i = 0; i < n; ++i) pk[i] = static_cast<float>(g->random() & 0xFFFFFFu) * (1.0f / 16777216.0f) < pf;
+  }
+  const float *pa = a.data_ptr<float>(), *pb = b.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  at::parallel_for(0, n, 16384, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) po[i] = pick(pk[i], pa[i], pb[i]);
+  });
+  return {out, keep};
+}
+
+// autograd's gradients of torch.where(keep, a, b): (keep ? g : 0, keep ? 0 : g), the zeros +0
+std::vector<torch::Tensor> keep_split(torch::Tensor g, torch::Tensor keep) {
+  check(g, "keep split");
+  TORCH_CHECK(keep.is_contiguous() && keep.scalar_type() == torch::kBool && keep.sizes() == g.sizes(),
+              "keep split: the mask");
+  auto ga = torch::empty_like(g), gb = torch::empty_like(g);
+  const float* pg = g.data_ptr<float>();
+  const bool* pk = keep.data_ptr<bool>();
+  float *oa = ga.data_ptr<float>(), *ob = gb.data_ptr<float>();
+  at::parallel_for(0, g.numel(), 16384, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) {
+      oa[i] = pick(pk[i], pg[i], 0.f);
+      ob[i] = pick(pk[i], 0.f, pg[i]);
+    }
+  });
+  return {ga, gb};
+}
+
 // bench/algos/qat.py's positive(s) = s.abs().clamp_min(eps), forward and the gradient autograd gives it (its nodes
 // ClampMinBackward0: where(|s| > eps, g, 0), then AbsBackward0: that times sgn(s)), per step value in C++ (a few
 // values per quantizer: eight ATen calls less), element for element the IEEE results of those ops: |s| is exact, the
@@ -1010,5 +1056,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mask", &drop_mask, "QDrop's keep mask of n elements", py::call_guard<py::gil_scoped_release>());
   m.def("select", &drop_select, "keep ? a : b with QDrop's keep mask", py::call_guard<py::gil_scoped_release>());
   m.def("split", &drop_split, "(keep ? g : 0, keep ? 0 : g)", py::call_guard<py::gil_scoped_release>());
+  m.def("rand_select", &rand_select, "(keep ? a : b, keep) with keep = torch.rand(...) < p from torch's generator",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("keep_split", &keep_split, "(keep ? g : 0, keep ? 0 : g) for a stored mask",
+        py::call_guard<py::gil_scoped_release>());
   m.def("threads", &threads, "threads at::parallel_for splits a large range over");
 }

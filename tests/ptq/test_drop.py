@@ -14,6 +14,7 @@ from bench.ptq.recon import ReconSettings, Stage, reconstruct
 from bench.ptq.units import partition
 from bench.quant.insert import prepare
 from bench.quant.profiles import load_profile
+from tests.quant.compiler import needs_compiler
 
 M64 = 2**64 - 1
 
@@ -115,3 +116,70 @@ def test_qdrop_with_these_masks_is_reproducible_and_the_numpy_fallback_computes_
     monkeypatch.setattr(drop, "_no_ext", True)
     slow = run()
     assert fast.keys() == slow.keys() and all(torch.equal(fast[k], slow[k]) for k in fast)
+
+
+@pytest.fixture
+def fused_on():
+    from bench.quant import fused_lsq
+
+    fused_lsq._checked.clear()
+    fused_lsq._failed = False
+    fused_lsq.set_enabled(True)
+    yield fused_lsq
+    fused_lsq.set_enabled(False)
+    fused_lsq._checked.clear()
+    fused_lsq._failed = False
+
+
+def _torch_where(a, b, p, gen):
+    # QDrop's reference code: torch.rand_like(x) < p picks the full-precision x
+    return torch.where(torch.rand(a.shape, generator=gen) < p, a, b)
+
+
+@needs_compiler
+@pytest.mark.parametrize("seeded", [False, True])
+@pytest.mark.parametrize("p", [0.5, 0.3])
+@pytest.mark.parametrize("contiguous_grad", [True, False])
+def test_fused_torch_masks_are_torch_rand_bit_for_bit(fused_on, seeded, p, contiguous_grad):
+    """``rand_where`` draws what ``torch.rand`` draws from the same generator (the masks, the state after) and gives
+    ``torch.where``'s values and gradients (NaN, inf and -0 in the gradient included)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 16, 23, 9, generator=g)  # more than one thread's share
+    q = torch.round(x * 4) / 4
+    grad = torch.randn(x.shape, generator=g)
+    grad.view(-1)[:3] = torch.tensor([float("inf"), float("nan"), -0.0])
+    if not contiguous_grad:
+        grad = grad.transpose(1, 3).contiguous().transpose(1, 3)
+    res, states = [], []
+    for fn in (_torch_where, drop.rand_where):
+        gen = torch.Generator().manual_seed(7) if seeded else None
+        torch.manual_seed(3)
+        xa, qa = x.clone().requires_grad_(), q.clone().requires_grad_()
+        out = fn(xa, qa, p, gen)
+        out.backward(grad)
+        res.append([out.detach(), xa.grad, qa.grad])
+        states.append((gen or torch.default_generator).get_state())
+    for a, b in zip(*res, strict=True):
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+        assert torch.equal(a.signbit(), b.signbit())
+    assert torch.equal(states[0], states[1])
+    assert ("rand_select",) in fused_on._checked
+    kept = (res[0][0] == x).float().mean().item()
+    assert abs(kept - p) < 0.1 + 0.1  # the kept share is about p (RTN leaves some elements unchanged too)
+
+
+@needs_compiler
+def test_fused_torch_masks_apply_to_contiguous_cpu_float32_only(fused_on):
+    x = torch.randn(4, 6)
+    assert drop.rand_where(x.t(), x.t().clone(), 0.5) is None  # not contiguous
+    assert drop.rand_where(x.double(), x.double(), 0.5) is None
+    assert drop.rand_where(x, torch.randn(6, 4), 0.5) is None  # shapes differ
+    fused_on.set_enabled(False)
+    assert drop.rand_where(x, x.clone(), 0.5) is None
+
+
+@needs_compiler
+def test_the_probe_catches_masks_that_are_not_torchs(fused_on, monkeypatch):
+    other = torch.Generator().manual_seed(1)
+    monkeypatch.setattr(drop._RandSelect, "apply", lambda a, b, p, g: _torch_where(a, b, p, other))
+    assert not drop._probe_rand()

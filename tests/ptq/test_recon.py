@@ -199,6 +199,7 @@ def test_learned_step_sizes_are_the_same_with_the_fused_kernels(trained, hw, dro
             res.append((stats, [(n, fq.scale, fq.zero_point) for n, fq in gm.named_modules()
                                 if isinstance(fq, FakeQuantize) and fq.kind == "act"]))
         assert fused_lsq.enabled() and fused_lsq._checked  # the fused node ran, probed, and stayed on
+        assert (drop > 0) == (("rand_select",) in fused_lsq._checked)  # QDrop's torch masks: the fused route
     finally:
         fused_lsq.set_enabled(False)
     (eager_stats, eager_q), (fused_stats, fused_q) = res
