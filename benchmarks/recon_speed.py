@@ -12,7 +12,8 @@ layer-unit stages>)`` with ``--iters`` iterations. An iteration is timed from on
 global optimizer step hook): the whole loop body (batch, masks, forward, loss, backward, step), none of the fixed cost
 around the loop (capturing inputs, FP32 targets, the loss before and after). Per unit the median interval over all
 rounds is taken; a stage that reconstructs the block layer by layer (AdaRound) sums its layers' medians, the cost of
-one iteration on every layer of the block. Rounds are interleaved so machine noise hits the variants alike.
+one iteration on every layer of the block. Rounds are interleaved so machine noise hits the variants alike, every
+other one in reverse order.
 """
 
 from __future__ import annotations
@@ -199,8 +200,11 @@ def run(args: argparse.Namespace) -> None:
                         variants[f"{method}:{name} splitmix fused"] = with_fused(run)
         clock = StepClock()
         intervals: dict[str, list[list[float]]] = {k: [] for k in variants}  # per unit, pooled over rounds
-        for _ in range(args.rounds):
-            for name, run in variants.items():
+        order = list(variants.items())
+        for r in range(args.rounds):
+            # every other round backwards: a variant's neighbour (the allocator's and caches' state it leaves) is not
+            # always the same one (in one order AdaRound read 1.53x eager and 1.78x fused for the same work)
+            for name, run in order if r % 2 == 0 else order[::-1]:
                 units = clock.measure(lambda run=run: run(args.iters))
                 pooled = intervals[name]
                 pooled.extend([] for _ in range(len(units) - len(pooled)))

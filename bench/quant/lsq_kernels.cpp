@@ -883,8 +883,35 @@ std::vector<torch::Tensor> rand_select(torch::Tensor a, torch::Tensor b, double 
   const int64_t n = a.numel();
   bool* pk = keep.data_ptr<bool>();
   {
+    // the generator's engine copied, advanced here (inlined: g->random() is a call per element) and put back
     std::lock_guard<std::mutex> lock(g->mutex_);
-    for (int64_t i = 0; i < n; ++i) pk[i] = static_cast<float>(g->random() & 0xFFFFFFu) * (1.0f / 16777216.0f) < pf;
+    at::mt19937 eng = g->engine();
+    at::mt19937_data_pod d = eng.data();
+    int64_t i = 0;
+    while (i < n) {
+      // outputs left before the engine twists its state: temper them in a loop the compiler vectorizes
+      const int64_t take = std::min<int64_t>(d.left_ - 1, n - i);
+      if (take <= 0) {  // the next output twists first: the engine's own call
+        eng.set_data(d);
+        pk[i++] = static_cast<float>(eng() & 0xFFFFFFu) * (1.0f / 16777216.0f) < pf;
+        d = eng.data();
+        continue;
+      }
+      const uint32_t* st = d.state_.data() + d.next_;
+      for (int64_t k = 0; k < take; ++k) {
+        uint32_t y = st[k];
+        y ^= (y >> 11);
+        y ^= (y << 7) & 0x9d2c5680u;
+        y ^= (y << 15) & 0xefc60000u;
+        y ^= (y >> 18);
+        pk[i + k] = static_cast<float>(y & 0xFFFFFFu) * (1.0f / 16777216.0f) < pf;
+      }
+      d.left_ -= static_cast<int>(take);
+      d.next_ += static_cast<uint32_t>(take);
+      i += take;
+    }
+    eng.set_data(d);
+    g->set_engine(eng);
   }
   const float *pa = a.data_ptr<float>(), *pb = b.data_ptr<float>();
   float* po = out.data_ptr<float>();

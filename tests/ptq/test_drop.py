@@ -140,7 +140,8 @@ def _torch_where(a, b, p, gen):
 @pytest.mark.parametrize("seeded", [False, True])
 @pytest.mark.parametrize("p", [0.5, 0.3])
 @pytest.mark.parametrize("contiguous_grad", [True, False])
-def test_fused_torch_masks_are_torch_rand_bit_for_bit(fused_on, seeded, p, contiguous_grad):
+@pytest.mark.parametrize("offset", [0, 622, 623, 1000])  # where in the engine's 624-word state the draw starts
+def test_fused_torch_masks_are_torch_rand_bit_for_bit(fused_on, seeded, p, contiguous_grad, offset):
     """``rand_where`` draws what ``torch.rand`` draws from the same generator (the masks, the state after) and gives
     ``torch.where``'s values and gradients (NaN, inf and -0 in the gradient included)."""
     g = torch.Generator().manual_seed(0)
@@ -154,6 +155,7 @@ def test_fused_torch_masks_are_torch_rand_bit_for_bit(fused_on, seeded, p, conti
     for fn in (_torch_where, drop.rand_where):
         gen = torch.Generator().manual_seed(7) if seeded else None
         torch.manual_seed(3)
+        torch.rand(offset, generator=gen)
         xa, qa = x.clone().requires_grad_(), q.clone().requires_grad_()
         out = fn(xa, qa, p, gen)
         out.backward(grad)
