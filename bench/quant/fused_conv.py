@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from bench.quant import fused_lsq
 
@@ -40,8 +41,10 @@ def _kernel(grad: Tensor, x: Tensor, w: Tensor, stride: list[int], padding: list
 
 def input_grad(grad: Tensor, x: Tensor, w: Tensor, stride: list[int], padding: list[int]) -> Tensor:
     """The gradient of ``conv2d(x, w, stride=stride, padding=padding)`` for ``x`` (one channel) given the output's
-    ``grad``: the fused kernel where it has given ATen's bits for this key in this process, else ATen's."""
-    grad = grad.contiguous()
+    ``grad``: the fused kernel where it has given ATen's bits for this key in this process, else ATen's (always for a
+    gradient that is not contiguous: oneDNN's kernel for it may be another)."""
+    if not grad.is_contiguous():
+        return _aten_input_grad(grad, x, w, stride, padding)
     key = (tuple(grad.shape), tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding), torch.get_num_threads())
     ok = _agrees.get(key)
     if ok:
@@ -72,6 +75,7 @@ class _Conv1(torch.autograd.Function):
         return torch.nn.functional.conv2d(x, w, b, stride, padding)
 
     @staticmethod
+    @once_differentiable  # as fused_lsq's nodes: a first-order training step
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, w = ctx.saved_tensors
         stride, padding, bias_sizes = ctx.conf

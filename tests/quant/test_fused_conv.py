@@ -172,3 +172,13 @@ def test_a_first_layer_with_its_input_quantizer_trains_bit_for_bit(reset):
     want, got = train(False), train(True)
     assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
     assert fused_conv._agrees  # the route was taken
+
+
+def test_a_gradient_that_is_not_contiguous_goes_to_aten(reset, monkeypatch):
+    conv = _conv(16, 3, 2, 1, False)
+    x = torch.randn(8, 1, 32, 32)
+    up = torch.randn(conv(x).shape).contiguous(memory_format=torch.channels_last)  # a channels-last gradient
+    want = _grads(conv, x, up, fused=False)
+    monkeypatch.setattr(fused_conv, "_kernel", lambda *a: pytest.fail("the kernel ran on a non-contiguous gradient"))
+    got = _grads(conv, x, up, fused=True)
+    assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
