@@ -15,8 +15,8 @@ branch-free (selections on bits), so that the compiler vectorizes them without f
 float expressions kept backward scalar, 20x slower. Used on the CPU only; the first use of each variant in a process
 compares the kernels with the eager formulas on probe tensors (ties, the bands just outside the grid, random values)
 and falls back to eager, with a warning, if they differ or if the build fails (no C++ compiler): numbers never depend
-on which kernel ran. The same extension holds strategy 4's fold kernels (:mod:`bench.quant.fused_fold`) and QDrop's
-masks (:mod:`bench.ptq.drop`).
+on which kernel ran. The same extension holds strategy 4's fold kernels (:mod:`bench.quant.fused_fold`), QDrop's
+masks (:mod:`bench.ptq.drop`) and the first conv's input gradient (:mod:`bench.quant.fused_conv`).
 
 The extension is built with ``-march=native`` into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``) under a name that includes a fingerprint of the CPU (and of the flags and the source),
