@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from bench.quant import fused_lsq
 
@@ -131,6 +132,7 @@ class _RandSelect(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # as the other fused nodes: a first-order reconstruction step
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         (keep,) = ctx.saved_tensors
         if grad.is_contiguous():
