@@ -837,35 +837,46 @@ torch::Tensor drop_mask(int64_t n, int64_t key, int64_t t) {
 }
 
 // keep(i) ? a[i] : b[i]
+// keep_at(i) ? a : b element by element (QDrop's selections; the mask from a key or a stored mask)
+template <typename K>
+void select_by(const float* pa, const float* pb, float* o, int64_t n, const K& keep_at) {
+  at::parallel_for(0, n, 16384, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) o[i] = pick(keep_at(i), pa[i], pb[i]);
+  });
+}
+
+// autograd's gradients of torch.where(keep, a, b): (keep ? g : 0, keep ? 0 : g), the zeros +0
+template <typename K>
+std::vector<torch::Tensor> split_by(const torch::Tensor& g, const K& keep_at) {
+  auto ga = torch::empty_like(g), gb = torch::empty_like(g);
+  const float* pg = g.data_ptr<float>();
+  float *oa = ga.data_ptr<float>(), *ob = gb.data_ptr<float>();
+  at::parallel_for(0, g.numel(), 16384, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) {
+      const bool kp = keep_at(i);
+      oa[i] = pick(kp, pg[i], 0.f);
+      ob[i] = pick(kp, 0.f, pg[i]);
+    }
+  });
+  return {ga, gb};
+}
+
 torch::Tensor drop_select(torch::Tensor a, torch::Tensor b, int64_t key, int64_t t) {
   check(a, "drop select");
   check(b, "drop select");
   TORCH_CHECK(a.numel() == b.numel(), "drop select: a and b differ in size");
   auto out = torch::empty_like(a);
-  const float *pa = a.data_ptr<float>(), *pb = b.data_ptr<float>();
-  float* o = out.data_ptr<float>();
   const uint64_t k = static_cast<uint64_t>(key), tt = static_cast<uint64_t>(t);
-  at::parallel_for(0, a.numel(), 16384, [&](int64_t s, int64_t e) {
-    for (int64_t i = s; i < e; ++i) o[i] = pick(keep(k, i, tt), pa[i], pb[i]);
-  });
+  select_by(a.data_ptr<float>(), b.data_ptr<float>(), out.data_ptr<float>(), a.numel(),
+            [&](int64_t i) { return keep(k, i, tt); });
   return out;
 }
 
 // the gradient of select split: (keep ? g : 0, keep ? 0 : g)
 std::vector<torch::Tensor> drop_split(torch::Tensor g, int64_t key, int64_t t) {
   check(g, "drop split");
-  auto ga = torch::empty_like(g), gb = torch::empty_like(g);
-  const float* pg = g.data_ptr<float>();
-  float *oa = ga.data_ptr<float>(), *ob = gb.data_ptr<float>();
   const uint64_t k = static_cast<uint64_t>(key), tt = static_cast<uint64_t>(t);
-  at::parallel_for(0, g.numel(), 16384, [&](int64_t s, int64_t e) {
-    for (int64_t i = s; i < e; ++i) {
-      const bool kp = keep(k, i, tt);
-      oa[i] = pick(kp, pg[i], 0.f);
-      ob[i] = pick(kp, 0.f, pg[i]);
-    }
-  });
-  return {ga, gb};
+  return split_by(g, [&](int64_t i) { return keep(k, i, tt); });
 }
 
 // QDrop's torch masks (mask_rng=torch: its reference code's torch.rand_like(x) < p), drawn as torch's uniform_ draws
@@ -913,30 +924,17 @@ std::vector<torch::Tensor> rand_select(torch::Tensor a, torch::Tensor b, double 
     eng.set_data(d);
     g->set_engine(eng);
   }
-  const float *pa = a.data_ptr<float>(), *pb = b.data_ptr<float>();
-  float* po = out.data_ptr<float>();
-  at::parallel_for(0, n, 16384, [&](int64_t s, int64_t e) {
-    for (int64_t i = s; i < e; ++i) po[i] = pick(pk[i], pa[i], pb[i]);
-  });
+  select_by(a.data_ptr<float>(), b.data_ptr<float>(), out.data_ptr<float>(), n, [&](int64_t i) { return pk[i]; });
   return {out, keep};
 }
 
-// autograd's gradients of torch.where(keep, a, b): (keep ? g : 0, keep ? 0 : g), the zeros +0
+// split_by for a stored mask (rand_select's)
 std::vector<torch::Tensor> keep_split(torch::Tensor g, torch::Tensor keep) {
   check(g, "keep split");
   TORCH_CHECK(keep.is_contiguous() && keep.scalar_type() == torch::kBool && keep.sizes() == g.sizes(),
               "keep split: the mask");
-  auto ga = torch::empty_like(g), gb = torch::empty_like(g);
-  const float* pg = g.data_ptr<float>();
   const bool* pk = keep.data_ptr<bool>();
-  float *oa = ga.data_ptr<float>(), *ob = gb.data_ptr<float>();
-  at::parallel_for(0, g.numel(), 16384, [&](int64_t s, int64_t e) {
-    for (int64_t i = s; i < e; ++i) {
-      oa[i] = pick(pk[i], pg[i], 0.f);
-      ob[i] = pick(pk[i], 0.f, pg[i]);
-    }
-  });
-  return {ga, gb};
+  return split_by(g, [&](int64_t i) { return pk[i]; });
 }
 
 // bench/algos/qat.py's positive(s) = s.abs().clamp_min(eps), forward and the gradient autograd gives it (its nodes
