@@ -96,7 +96,7 @@ def plain_step(gm: torch.fx.GraphModule, block: str, images: torch.Tensor, batch
     def run(iters: int) -> None:
         for _ in range(iters):
             idx = torch.randint(0, x_in.shape[0], (batch,), generator=gen)
-            loss = (sub(x_in[idx]) - target[: len(idx)]).pow(2).sum(1).mean()
+            loss = (sub(x_in.index_select(0, idx)) - target[: len(idx)]).pow(2).sum(1).mean()  # rows as recon's
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -287,21 +287,21 @@ def _reconstruct_unit(
             bar = tqdm(range(settings.iters), desc=f"{stage.name} {unit.name}", disable=not progress or None,
                        leave=False, mininterval=1.0)
             for it in bar:
-                idx = torch.randint(0, n, (min(settings.batch_size, n),), generator=gen)
-                x = x_q[idx]
+                idx = torch.randint(0, n, (min(settings.batch_size, n),), generator=gen).to(x_q.device)
+                x = _rows(x_q, idx)
                 if stage.drop_prob > 0 and stage.mask_rng == "splitmix":
-                    x = drop.select(x_fp[idx], x, drop.draw_key(gen), stage.drop_prob)
+                    x = drop.select(_rows(x_fp, idx), x, drop.draw_key(gen), stage.drop_prob)
                 elif stage.drop_prob > 0:
                     # drawn from the seeded CPU generator (the same masks on every device), then moved to the data
-                    mixed = drop.rand_where(x_fp[idx], x, stage.drop_prob, gen)  # the same draws (fused=true)
+                    mixed = drop.rand_where(_rows(x_fp, idx), x, stage.drop_prob, gen)  # the same draws (fused=true)
                     if mixed is None:
                         keep = torch.rand(x.shape, generator=gen).to(x.device) < stage.drop_prob
-                        mixed = torch.where(keep, x_fp[idx], x)
+                        mixed = torch.where(keep, _rows(x_fp, idx), x)
                     x = mixed
                 for _, _, lq in learned_acts:
                     lq.drop_prob, lq.mask_rng = stage.drop_prob, stage.mask_rng
                 out = sub(x)
-                rec = rec_loss(out, y_fp[idx], None if fisher is None else fisher[idx])
+                rec = rec_loss(out, _rows(y_fp, idx), None if fisher is None else _rows(fisher, idx))
                 beta = beta_at(it, settings)
                 reg = torch.zeros(())
                 if beta is not None and stage.rounding:
@@ -332,6 +332,12 @@ def _reconstruct_unit(
     log.info("%s %s: reconstruction loss %.4g -> %.4g", stage.name, unit.name, before, after)
     return {"stage": stage.name, "unit": unit.name, "kind": unit.kind, "layers": unit.layers,
             "loss_before": before, "loss_after": after}
+
+
+def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    # the same rows as t[idx], bit for bit; advanced indexing's gather runs element by element (0.17 ms for 32 rows of
+    # 64x16x16 on 2 threads), index_select copies whole rows (0.03 ms): three or four of them per iteration
+    return t.index_select(0, idx)
 
 
 @torch.no_grad()
