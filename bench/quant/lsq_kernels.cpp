@@ -295,6 +295,104 @@ std::vector<torch::Tensor> div_channels_grad(torch::Tensor grad, torch::Tensor z
   return {gy, prod};
 }
 
+// strategy 4's division by f followed by a training-mode BN, backward in one node: ATen's BN backward (its contiguous
+// kernel: per channel, per sample plane a vector reduction of dy and of (x - mean) * dy in W float lanes, the planes
+// added in double; dx = (dy - grad_mean - (x - mean) k) invstd w) then the division's (dx / f, (z / f) dx), without
+// writing dx. Replays the order of the torch build on this machine, as bench/quant/fused_fold.py found it: W = 8 lanes
+// (ATen serves this kernel at AVX2 width on AVX-512 machines), lanes added without contraction but the tail with a
+// fused multiply-add, horizontal sums as a halving tree, dx's subtraction a fused multiply-add. Checked against ATen
+// where it is used; planes of one pixel (ATen's channels-last kernel) are not served.
+namespace bnd {
+template <int W>
+inline float tree(float* a) {
+  for (int h = W / 2; h >= 1; h /= 2)
+    for (int j = 0; j < h; ++j) a[j] = a[j] + a[j + h];
+  return a[0];
+}
+
+// vec::reduce_all(+) over one plane
+template <int W>
+inline float plane_sum(const float* p, int64_t n) {
+  if (n < W) {
+    float acc = p[0];
+    for (int64_t i = 1; i < n; ++i) acc = acc + p[i];
+    return acc;
+  }
+  float a[W];
+  for (int l = 0; l < W; ++l) a[l] = p[l];
+  int64_t d = W;
+  for (; d < n - (n % W); d += W)
+    for (int l = 0; l < W; ++l) a[l] = a[l] + p[d + l];
+  for (int64_t l = 0; l < n - d; ++l) a[l] = a[l] + p[d + l];
+  return tree<W>(a);
+}
+
+// vec::map2_reduce_all((x - mean) * dy, +) over one plane
+template <int W>
+inline float plane_dot(const float* x, const float* dy, float mean, int64_t n) {
+  if (n < W) {
+    float acc = (x[0] - mean) * dy[0];
+    for (int64_t i = 1; i < n; ++i) acc = acc + (x[i] - mean) * dy[i];
+    return acc;
+  }
+  float a[W];
+  for (int l = 0; l < W; ++l) a[l] = (x[l] - mean) * dy[l];
+  int64_t d = W;
+  for (; d < n - (n % W); d += W)
+    for (int l = 0; l < W; ++l) a[l] = a[l] + (x[d + l] - mean) * dy[d + l];
+  for (int64_t l = 0; l < n - d; ++l) a[l] = std::fma(x[d + l] - mean, dy[d + l], a[l]);
+  return tree<W>(a);
+}
+
+template <int W>
+std::vector<torch::Tensor> grad(const torch::Tensor& dy, const torch::Tensor& z, const torch::Tensor& f,
+                                const torch::Tensor& w, const torch::Tensor& mean, const torch::Tensor& invstd) {
+  const int64_t B = z.size(0), C = z.size(1), HW = z.numel() / (B * C), N = z.numel() / C;
+  auto gy = torch::empty_like(z), prod = torch::empty_like(z);
+  auto gw = torch::empty({C}, z.options()), gb = torch::empty({C}, z.options());
+  const float *pdy = dy.data_ptr<float>(), *pz = z.data_ptr<float>(), *pf = f.data_ptr<float>(),
+              *pw = w.data_ptr<float>(), *pm = mean.data_ptr<float>(), *pi = invstd.data_ptr<float>();
+  float *ogy = gy.data_ptr<float>(), *op = prod.data_ptr<float>(), *ogw = gw.data_ptr<float>(),
+        *ogb = gb.data_ptr<float>();
+  at::parallel_for(0, C, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      const float m = pm[c], is = pi[c], wc = pw[c], fc = pf[c];
+      double sum = 0, dotp = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t o = (b * C + c) * HW;
+        sum += plane_sum<W>(pdy + o, HW);
+        dotp += plane_dot<W>(pz + o, pdy + o, m, HW);
+      }
+      const float k = static_cast<float>(dotp) * is * is / static_cast<float>(N);
+      const float gm = static_cast<float>(sum / static_cast<double>(N));
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t o = (b * C + c) * HW;
+        for (int64_t i = o; i < o + HW; ++i) {
+          const float x = pz[i];
+          const float g = std::fma(-(x - m), k, pdy[i] - gm) * is * wc;
+          ogy[i] = g / fc;
+          op[i] = (x / fc) * g;
+        }
+      }
+      ogw[c] = static_cast<float>(dotp * static_cast<double>(is));
+      ogb[c] = static_cast<float>(sum);
+    }
+  });
+  return {gy, prod, gw, gb};
+}
+}  // namespace bnd
+
+// (grad of y, (z / f) * dx to be summed for f, grad of BN's weight, of its bias) for out = BN(z), z = y / f
+std::vector<torch::Tensor> div_bn_grad(torch::Tensor dy, torch::Tensor z, torch::Tensor f, torch::Tensor w,
+                                       torch::Tensor mean, torch::Tensor invstd, int64_t width) {
+  for (const auto* t : {&dy, &z, &f, &w, &mean, &invstd}) check(*t, "div bn grad");
+  TORCH_CHECK(z.dim() == 4 && dy.sizes() == z.sizes() && z.size(2) * z.size(3) > 1, "div bn grad: shapes");
+  const int64_t C = z.size(1);
+  TORCH_CHECK(f.numel() == C && w.numel() == C && mean.numel() == C && invstd.numel() == C, "div bn grad: channels");
+  TORCH_CHECK(width == 8 || width == 16, "div bn grad: width 8 or 16");
+  return width == 8 ? bnd::grad<8>(dy, z, f, w, mean, invstd) : bnd::grad<16>(dy, z, f, w, mean, invstd);
+}
+
 // input gradient of a conv with one input channel (groups 1, dilation 1, zero padding), for the learned step of the
 // quantizer in front of a network's first conv: per input pixel one fused multiply-add chain per kernel column kw over
 // (kh ascending, output channel ascending), the chains added in kw order: oneDNN's order where bench/quant/fused_conv.py
@@ -1063,6 +1161,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fold_factor", &fold_factor, "strategy 4's fold factor (f, f0, sigma)");
   m.def("fold_factor_grad", &fold_factor_grad, "gamma's gradient through the fold factor");
   m.def("div_channels_grad", &div_channels_grad, "(grad / f, (z / f) * grad)",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("div_bn_grad", &div_bn_grad, "(grad of y, (z / f) * dx, grad of BN's weight, bias) for BN(y / f)",
         py::call_guard<py::gil_scoped_release>());
   m.def("conv1_input_grad", &conv1_input_grad, "input gradient of a conv with one input channel",
         py::call_guard<py::gil_scoped_release>());

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.quant import fused_conv, fused_fold
+from bench.quant import fused_conv, fused_divbn, fused_fold
 
 STRATEGIES = (-1, 0, 1, 2, 3, 4)
 
@@ -323,18 +323,24 @@ class QuantConvBn2d(_InputLinked):
         """The BN input of the quantized layer: ``conv(x, W_q)`` with the deployed quantized weight expressed before
         BN (the running-statistics fold undone per channel, as strategy 4 computes it). BN re-calibration
         estimates statistics of this tensor. Not defined for strategy 0 (no BN left)."""
-        conv, fq, bn = self.conv, self.weight_fq, self._bn()
+        conv, fq = self.conv, self.weight_fq
         if self.strategy == -1:
             return fused_conv.conv2d(conv, x, fq(conv.weight), conv.bias)
+        y, factor = self._scaled_conv(x)
+        y = _DivChannels.apply(y, factor.reshape(1, -1, 1, 1), True)  # the conv's output: nothing else holds it
+        return y if conv.bias is None else y + conv.bias.reshape(1, -1, 1, 1)
+
+    def _scaled_conv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Strategy 4's conv with the quantized running-folded weight (no bias), and the per-channel factor ``f``
+        (shape ``(C,)``) that the BN input divides it by."""
+        conv, fq, bn = self.conv, self.weight_fq, self._bn()
         assert bn.running_var is not None
         factor = None if bn.weight is None else fused_fold.fold_factor(bn.weight, bn.running_var, bn.eps, _SCALE_FLOOR)
         if factor is None:  # eager (fused kernels off): the same numbers
             sigma_run = torch.sqrt(bn.running_var + bn.eps)
             factor = sigma_run.reciprocal() if bn.weight is None else bn.weight / sigma_run
             factor = torch.where(factor < 0, -1.0, 1.0) * factor.abs().clamp_min(_SCALE_FLOOR)
-        y = _DivChannels.apply(fused_conv.conv2d(conv, x, fq(conv.weight * factor.reshape(-1, 1, 1, 1)), None),
-                               factor.reshape(1, -1, 1, 1), True)  # the conv's output: nothing else holds it
-        return y if conv.bias is None else y + conv.bias.reshape(1, -1, 1, 1)
+        return fused_conv.conv2d(conv, x, fq(conv.weight * factor.reshape(-1, 1, 1, 1)), None), factor
 
     def forward(self, x: Tensor) -> Tensor:
         conv, fq, s = self.conv, self.weight_fq, self.strategy
@@ -366,6 +372,11 @@ class QuantConvBn2d(_InputLinked):
             return y + b_batch.reshape(1, -1, 1, 1)
         # strategy 4: quantize the running-folded weight, undo the scaling per channel (sign-preserving floor on
         # |gamma / sigma|, sign(0) counting as +), then a real BN
+        if self.conv.bias is None:
+            y, factor = self._scaled_conv(x)
+            if fused_divbn.applies(y, factor, bn):  # fused=true: division and BN as one node, the same numbers
+                return fused_divbn.div_bn(y, factor, bn)
+            return bn(_DivChannels.apply(y, factor.reshape(1, -1, 1, 1), True))
         return bn(self.pre_bn(x))
 
     def _bn_affine(self) -> tuple[Tensor, Tensor]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bench.quant import fused_lsq
+from bench.quant import fused_divbn, fused_lsq
 
 
 def _reset() -> None:
     fused_lsq.set_enabled(False)
     fused_lsq._checked.clear()
     fused_lsq._failed = False
+    fused_divbn._width.clear()
 
 
 @pytest.fixture
