@@ -84,7 +84,8 @@ def _same(got: list[Tensor], want: list[Tensor]) -> bool:
 
 class _DivBN(torch.autograd.Function):
     """``(bn(y / f), y / f)`` with ``y`` divided in place (it is returned as the second output, which callers drop)
-    and BN in training mode updating its running statistics as the module does."""
+    and BN in training mode updating its running statistics as the module does: a shape's first call, whose backward
+    checks the kernel (``DivBNFn`` in ``lsq_kernels.cpp`` is this node in C++, for the later ones)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -139,5 +140,12 @@ def div_bn(y: Tensor, f: Tensor, bn: nn.BatchNorm2d) -> Tensor:
         bn.num_batches_tracked.add_(1)
         if bn.momentum is None:  # cumulative moving average
             momentum = 1.0 / float(bn.num_batches_tracked)
-    out, _ = _DivBN.apply(y, f, bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps)
-    return out
+    key = tuple(y.shape)
+    if key not in _width:  # the shape's first call: its backward checks the kernel against ATen (in Python)
+        out, _ = _DivBN.apply(y, f, bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps)
+        return out
+    # later calls: the same node defined in C++ (no Python on either side), the kernel at the width that agreed (0:
+    # ATen's BN backward and the division's products; ATen for a gradient that is not contiguous)
+    width = _width[key] or 0
+    return fused_lsq.extension().div_bn_apply(y, f, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                                              float(momentum), float(bn.eps), width)

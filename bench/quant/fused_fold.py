@@ -3,15 +3,14 @@ the fold factor ``f = sign(f0) * max(|f0|, floor)``, ``f0 = gamma / sqrt(var + e
 per-channel division ``y / f``, from the C++ extension of :mod:`bench.quant.fused_lsq`.
 
 Bit for bit the eager ops: the factor's forward and gamma's gradient go through autograd's formulas for each eager op
-(add, sqrt, div, abs, clamp_min, where, mul) per channel in the same order, in one call each way instead of about
-seven ops and six autograd nodes per layer; the division's backward computes ``grad / f`` and ``(z / f) * grad`` in one
+(add, sqrt, div, abs, clamp_min, where, mul) per channel in the same order, in one autograd node defined in C++
+instead of about seven ops and six autograd nodes per layer; the division's backward (where the division and its BN
+are not one node, :mod:`bench.quant.fused_divbn`) computes ``grad / f`` and ``(z / f) * grad`` in one
 pass instead of three, and sums the latter with the eager reduction. Probed against the eager formulas on first use,
 like the LSQ kernels, and off with them.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 
@@ -60,24 +59,6 @@ def _probe_div() -> bool:
     return True
 
 
-class _FoldFactor(torch.autograd.Function):
-    """``f`` from ``gamma``; backward to ``gamma`` only (the running variance is a buffer)."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, gamma: torch.Tensor, var: torch.Tensor, eps: float, floor: float
-    ) -> torch.Tensor:
-        f, f0, sigma = fused_lsq.extension().fold_factor(gamma, var, eps, floor)
-        ctx.save_for_backward(f0, sigma)  # new tensors: BN updates var in place after this
-        ctx.floor = floor
-        return f
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        f0, sigma = ctx.saved_tensors
-        return fused_lsq.extension().fold_factor_grad(grad.contiguous(), f0, sigma, ctx.floor), None, None, None
-
-
 def _plain(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
 
@@ -87,7 +68,8 @@ def fold_factor(gamma: torch.Tensor, var: torch.Tensor, eps: float, floor: float
     computes it eagerly: the same numbers)."""
     if not (_plain(gamma) and _plain(var)) or not fused_lsq.probed(("fold_factor",), _probe_factor):
         return None
-    return _FoldFactor.apply(gamma, var, float(eps), float(floor))
+    # an autograd node defined in C++ (forward fold_factor, backward fold_factor_grad to gamma; var is a buffer)
+    return fused_lsq.extension().fold_apply(gamma, var, float(eps), float(floor))
 
 
 def div_channels_grad(grad: torch.Tensor, z: torch.Tensor, f: torch.Tensor) -> list[torch.Tensor] | None:

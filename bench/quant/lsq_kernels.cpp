@@ -1136,6 +1136,80 @@ struct LSQFn : public torch::autograd::Function<LSQFn> {
   }
 };
 
+// strategy 4's fold factor as an autograd node (fold_factor forward, fold_factor_grad back to gamma), with no Python
+// on either side
+struct FoldFn : public torch::autograd::Function<FoldFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor gamma, torch::Tensor var,
+                               double eps, double floor_) {
+    auto r = fold_factor(gamma, var, eps, floor_);
+    ctx->save_for_backward({r[1], r[2]});  // new tensors: BN updates var in place after this
+    ctx->saved_data["floor"] = floor_;
+    return r[0];
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const double fl = ctx->saved_data["floor"].toDouble();
+    return {fold_factor_grad(grads[0].contiguous(), saved[0], saved[1], fl), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
+  }
+};
+
+torch::Tensor fold_apply(torch::Tensor gamma, torch::Tensor var, double eps, double floor_) {
+  return FoldFn::apply(gamma, var, eps, floor_);
+}
+
+// (bn(y / f), y / f) as one autograd node (bench/quant/fused_divbn.py): y divided in place (returned as the second
+// output), BN in training mode with its running-statistics update; backward div_bn_grad at the width the Python side
+// found agreeing with ATen for this shape (0: ATen's BN backward and the division's products, as eager)
+struct DivBNFn : public torch::autograd::Function<DivBNFn> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor y,
+                                                torch::Tensor f, torch::Tensor w, torch::Tensor b, torch::Tensor rm,
+                                                torch::Tensor rv, double momentum, double eps, int64_t width) {
+    auto z = y.div_(f.reshape({1, -1, 1, 1}));
+    ctx->mark_dirty({y});
+    auto res = at::native_batch_norm(z, w, b, rm, rv, true, momentum, eps);
+    ctx->save_for_backward({z, f, w, std::get<1>(res), std::get<2>(res)});
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["width"] = width;
+    ctx->set_materialize_grads(false);
+    return {std::get<0>(res), z};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &z = saved[0], &f = saved[1], &w = saved[2], &mean = saved[3], &invstd = saved[4];
+    const double eps = ctx->saved_data["eps"].toDouble();
+    const int64_t width = ctx->saved_data["width"].toInt();
+    auto dy = grads[0].defined() ? grads[0] : torch::zeros_like(z);
+    const auto& extra = grads[1];
+    torch::Tensor gy, prod, gw, gb;
+    if (!extra.defined() && width > 0 && dy.is_contiguous()) {
+      auto r = div_bn_grad(dy, z, f, w, mean, invstd, width);
+      gy = r[0], prod = r[1], gw = r[2], gb = r[3];
+    } else {  // as eager: autograd's BN backward, then the division's two products (someone used the quotient: its
+              // gradient joins BN's)
+      auto r = at::native_batch_norm_backward(dy, z, w, {}, {}, mean, invstd, true, eps, {true, true, true});
+      auto dz = std::get<0>(r);
+      if (extra.defined()) dz = dz + extra;
+      const auto f4 = f.reshape({1, -1, 1, 1});
+      gy = dz / f4, prod = (z / f4).mul_(dz), gw = std::get<1>(r), gb = std::get<2>(r);
+    }
+    // keepdim as autograd's sum_to reduces a broadcast operand (without it, another reduction order)
+    auto gf = ctx->needs_input_grad(1) ? prod.sum({0, 2, 3}, true).neg_().reshape(f.sizes()) : torch::Tensor();
+    return {ctx->needs_input_grad(0) ? gy : torch::Tensor(), gf, ctx->needs_input_grad(2) ? gw : torch::Tensor(),
+            ctx->needs_input_grad(3) ? gb : torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor()};
+  }
+};
+
+torch::Tensor div_bn_apply(torch::Tensor y, torch::Tensor f, torch::Tensor w, torch::Tensor b, torch::Tensor rm,
+                           torch::Tensor rv, double momentum, double eps, int64_t width) {
+  return DivBNFn::apply(y, f, w, b, rm, rv, momentum, eps, width)[0];
+}
+
 torch::Tensor lsq_apply(torch::Tensor x, torch::Tensor s, c10::optional<torch::Tensor> z, int64_t qmin, int64_t qmax,
                         int64_t mode, int64_t ch, double gf, double eps) {
   return LSQFn::apply(x, s, z, qmin, qmax, mode, ch, gf, eps);
@@ -1159,6 +1233,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lsq_apply", &lsq_apply, "LSQ's fake quantizer as an autograd node (forward and backward in C++)",
         py::call_guard<py::gil_scoped_release>());
   m.def("fold_factor", &fold_factor, "strategy 4's fold factor (f, f0, sigma)");
+  m.def("fold_apply", &fold_apply, "strategy 4's fold factor as an autograd node",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("div_bn_apply", &div_bn_apply, "bn(y / f) as one autograd node (y divided in place)",
+        py::call_guard<py::gil_scoped_release>());
   m.def("fold_factor_grad", &fold_factor_grad, "gamma's gradient through the fold factor");
   m.def("div_channels_grad", &div_channels_grad, "(grad / f, (z / f) * grad)",
         py::call_guard<py::gil_scoped_release>());

@@ -136,16 +136,27 @@ def test_the_check_catches_a_kernel_that_differs(reset, monkeypatch):
     assert fused_divbn._width == {shape: None}
 
 
-def test_a_kernel_that_agreed_serves_later_calls(reset, monkeypatch):
-    """Once a shape agreed, the kernel's result is what backward returns (so the check, not luck, keeps the bits)."""
+def test_later_calls_run_the_node_defined_in_cpp(reset):
+    """A shape's first call runs the Python node (whose backward checks the kernel), later ones the C++ node with the
+    width that agreed, or with ATen's formulas where none did; every call gives the eager bits."""
     shape = (8, 4, 8, 8)
     g = torch.Generator().manual_seed(8)
-    f, x, up = _factor(4, g), torch.randn(shape, generator=g), torch.randn(shape, generator=g)
-    fused_divbn._width[shape] = 8  # as if it had agreed on this machine
-    monkeypatch.setattr(fused_divbn, "_kernel",
-                        lambda dy, z, *a: [torch.full(z.shape, 7.0), torch.zeros(z.shape), torch.zeros(4),
-                                           torch.zeros(4)])
-    assert torch.equal(_run(shape, f, x, up, True)[4], torch.full(shape, 7.0))
+    f, x = _factor(4, g), torch.randn(shape, generator=g)
+    bn = nn.BatchNorm2d(4)
+    fused_lsq.set_enabled(True)
+    names = []
+    for agreed in (True, False):
+        fused_divbn._width.clear()
+        for i in range(3):
+            if i == 1 and not agreed:
+                fused_divbn._width[shape] = None  # as if the check had failed on this machine
+            y = x.clone().requires_grad_(True) * 1.0
+            names.append(fused_divbn.div_bn(y, f, bn).grad_fn.name())
+            up = torch.randn(shape, generator=g)
+            want, got = _run(shape, f, x, up, False), _run(shape, f, x, up, True)
+            assert all(fused_lsq.same_bits(a, b) for a, b in zip(want, got, strict=True))
+    assert names[0] == "_DivBNBackward" and "DivBNFn" in names[1] and "DivBNFn" in names[2], names
+    assert "DivBNFn" in names[4] and "DivBNFn" in names[5], names
 
 
 def test_a_gradient_that_is_not_contiguous_goes_to_aten(reset, monkeypatch):
