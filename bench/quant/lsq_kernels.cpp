@@ -9,6 +9,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ExpandUtils.h>
 #include <ATen/Parallel.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -95,11 +98,12 @@ void bwd_impl(const float* x, const float* g, float* gx, float* ps, float* pz, c
               int64_t inner) {
   runs(n, C, inner, [&](int64_t b, int64_t e, int64_t c) {
     const float rc = r[c], sc = sb[c], l = lo[c], h = hi[c], z = zb[c], nsc = -sc;
+    const float q0 = qmin, q1 = qmax;  // locals: a captured reference may alias the stores, which keeps loops scalar
     for (int64_t i = b; i < e; ++i) {
       const float u = x[i] * rc;
       const float code = clampf(rnd<M>(u), l, h);
       const float v = ZERO_Z ? u : u + z;
-      const bool clipped = (v <= qmin) | (v >= qmax);
+      const bool clipped = (v <= q0) | (v >= q1);
       const float gi = g[i];
       // selections on the bits of values computed for every element: with trapping math (no -ffast-math) the
       // compiler will not turn `clipped ? code : code - u` into a select, and the loop would stay scalar (19x slower)
@@ -599,6 +603,26 @@ torch::Tensor clipq_bwd(torch::Tensor x, torch::Tensor grad, double lo, double h
   return gx;
 }
 
+// which outputs a loop writes is a template argument: with a run-time test per element GCC keeps the loop scalar
+template <bool LO, bool HI>
+void pact_bwd_impl(const float* px, const float* pg, float* ogx, float* olo, float* ohi, float l, float h, int64_t n) {
+  at::parallel_for(0, n, 16384, [=](int64_t b, int64_t e) {
+    // locals: through the closure (a captured reference, or a member) the stores may alias the bounds, which keeps
+    // the loop scalar
+    const float *x_ = px, *g_ = pg;
+    float *gx_ = ogx, *lo_ = olo, *hi_ = ohi;
+    const float lv = l, hv = h;
+    for (int64_t i = b; i < e; ++i) {
+      const bool c1 = x_[i] >= hv, c2 = x_[i] <= lv;
+      const float g = g_[i];
+      const float inner = pick(c1, 0.f, g);  // the outer where's gradient to its other branch
+      gx_[i] = pick(c2, 0.f, inner);
+      if constexpr (LO) lo_[i] = pick(c2, inner, 0.f);
+      if constexpr (HI) hi_[i] = pick(c1, g, 0.f);
+    }
+  });
+}
+
 // PACT's backward: the two where's of the clip as autograd gives them (where(c, g, 0) / where(c, 0, g)), the gradients
 // of hi and lo reduced to their shapes with at::sum_to, as autograd reduces a broadcast input's gradient
 std::vector<torch::Tensor> pact_bwd(torch::Tensor x, torch::Tensor grad, double lo, double hi,
@@ -614,16 +638,11 @@ std::vector<torch::Tensor> pact_bwd(torch::Tensor x, torch::Tensor grad, double 
   float *ogx = gx.data_ptr<float>(), *olo = need_lo ? glo.data_ptr<float>() : nullptr;
   float* ohi = need_hi ? ghi.data_ptr<float>() : nullptr;
   const float l = static_cast<float>(lo), h = static_cast<float>(hi);
-  at::parallel_for(0, x.numel(), 16384, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const bool c1 = px[i] >= h, c2 = px[i] <= l;
-      const float g = pg[i];
-      const float inner = pick(c1, 0.f, g);  // the outer where's gradient to its other branch
-      ogx[i] = pick(c2, 0.f, inner);
-      if (olo) olo[i] = pick(c2, inner, 0.f);
-      if (ohi) ohi[i] = pick(c1, g, 0.f);
-    }
-  });
+  auto args = std::make_tuple(px, pg, ogx, olo, ohi, l, h, x.numel());
+  if (need_lo && need_hi) std::apply(pact_bwd_impl<true, true>, args);
+  else if (need_lo) std::apply(pact_bwd_impl<true, false>, args);
+  else if (need_hi) std::apply(pact_bwd_impl<false, true>, args);
+  else std::apply(pact_bwd_impl<false, false>, args);
   std::vector<torch::Tensor> res{gx};
   res.push_back(need_lo ? at::sum_to(glo, lo_shape) : torch::Tensor());
   res.push_back(need_hi ? at::sum_to(ghi, hi_shape) : torch::Tensor());
@@ -745,7 +764,48 @@ torch::Tensor dsq_bwd(torch::Tensor x, torch::Tensor t, torch::Tensor grad, torc
 constexpr int64_t kBlock = 256;
 constexpr int64_t kLinearMids = 48;  // up to this many mids, counting beats a search
 
+#if defined(__AVX512F__)
+// the same counts for up to 31 sorted mids held in one or two vector registers: a branch-free binary search per
+// 16 elements, each probe an in-register permute (no memory gather); NaN |u| counts all m mids, as above
+void apot_idx_perm(const float* au, int32_t* idx, int64_t len, const float* mids, int64_t m) {
+  alignas(64) float t[32];
+  for (int j = 0; j < 32; ++j) t[j] = j < m ? mids[j] : std::numeric_limits<float>::infinity();
+  const __m512 lo = _mm512_load_ps(t), hi = _mm512_load_ps(t + 16);
+  const bool two = m > 15;
+  const __m512i all = _mm512_set1_epi32(static_cast<int32_t>(m));
+  int64_t k = 0;
+  for (; k + 16 <= len; k += 16) {
+    const __m512 a = _mm512_loadu_ps(au + k);
+    __m512i id = _mm512_setzero_si512();
+    for (int step = two ? 16 : 8; step >= 1; step /= 2) {
+      const __m512i probe = _mm512_add_epi32(id, _mm512_set1_epi32(step - 1));
+      const __m512 mv = two ? _mm512_permutex2var_ps(lo, probe, hi) : _mm512_permutexvar_ps(probe, lo);
+      id = _mm512_mask_add_epi32(id, _mm512_cmp_ps_mask(mv, a, _CMP_LT_OQ), id, _mm512_set1_epi32(step));
+    }
+    id = _mm512_mask_mov_epi32(id, _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), all);
+    _mm512_storeu_si512(idx + k, id);
+  }
+  for (; k < len; ++k) {
+    int32_t c = 0;
+    for (int64_t j = 0; j < m; ++j) c += static_cast<int32_t>(!(mids[j] >= au[k]));
+    idx[k] = c;
+  }
+}
+#endif
+
+bool sorted_mids(const float* mids, int64_t m) {
+  for (int64_t j = 1; j < m; ++j)
+    if (!(mids[j - 1] <= mids[j])) return false;
+  return true;
+}
+
 void apot_idx(const float* au, int32_t* idx, int64_t len, const float* mids, int64_t m) {
+#if defined(__AVX512F__)
+  if (m <= 31 && sorted_mids(mids, m)) {
+    apot_idx_perm(au, idx, len, mids, m);
+    return;
+  }
+#endif
   if (m <= kLinearMids) {
     for (int64_t k = 0; k < len; ++k) idx[k] = 0;
     for (int64_t j = 0; j < m; ++j) {
@@ -772,7 +832,19 @@ inline float sign_of(float u) { return pick(0.f < u, 1.f, 0.f) - pick(u < 0.f, 1
 void apot_ste(const float* u, float* au, int32_t* idx, int64_t len, const float* mids, int64_t m,
               const float* levels) {
   apot_idx(au, idx, len, mids, m);
-  for (int64_t k = 0; k < len; ++k) au[k] = levels[idx[k]];  // the level (a gather)
+  int64_t k0 = 0;
+#if defined(__AVX512F__)
+  if (m <= 31) {  // the m + 1 <= 32 levels in two registers: an in-register permute instead of a memory gather
+    alignas(64) float t[32];
+    for (int j = 0; j < 32; ++j) t[j] = j <= m ? levels[j] : 0.f;
+    const __m512 l0 = _mm512_load_ps(t), l1 = _mm512_load_ps(t + 16);
+    for (; k0 + 16 <= len; k0 += 16) {
+      const __m512i id = _mm512_loadu_si512(idx + k0);
+      _mm512_storeu_ps(au + k0, _mm512_permutex2var_ps(l0, id, l1));
+    }
+  }
+#endif
+  for (int64_t k = k0; k < len; ++k) au[k] = levels[idx[k]];  // the level (a gather)
   for (int64_t k = 0; k < len; ++k) {
     const float p = au[k] * sign_of(u[k]);
     au[k] = u[k] + (p - u[k]);
@@ -831,15 +903,21 @@ std::vector<torch::Tensor> apot_bwd(torch::Tensor x, torch::Tensor grad, double 
     float u[kBlock], au[kBlock];
     int32_t idx[kBlock];
     const int64_t len = e - b;
-    for (int64_t k = 0; k < len; ++k) {
+    if (!need_a) {
+      for (int64_t k = 0; k < len; ++k) {
+        const float v = px[b + k] / af;
+        ogx[b + k] = pick((v > l) & (v < 1.f), pg[b + k] * af, 0.f) / af;
+      }
+      return;
+    }
+    for (int64_t k = 0; k < len; ++k) {  // no run-time test inside: the loop vectorizes
       const float v = px[b + k] / af;
       const float gv = pick((v > l) & (v < 1.f), pg[b + k] * af, 0.f);
       ogx[b + k] = gv / af;
       u[k] = std::min(std::max(v, l), 1.f);
       au[k] = std::fabs(u[k]);
-      if (o2) o2[b + k] = (-gv) * (v / af);
+      o2[b + k] = (-gv) * (v / af);
     }
-    if (!o1) return;
     apot_ste(u, au, idx, len, pm, m, pl);
     for (int64_t k = 0; k < len; ++k) o1[b + k] = pg[b + k] * au[k];
   });
@@ -878,24 +956,31 @@ torch::Tensor qil_fwd(torch::Tensor x, double cm, double w, int64_t qmax, bool i
 // QIL's backward as autograd gives it: g * w (the detached 2 d), times sign(x) (signed), / qmax, * qmax, clamp's mask
 // (0 < f < 1, strict), / w; x's gradient times sgn(x) plus sign's zero gradient (signed); the gradients of cm
 // (-ge) and w (-gf * ((e / w) / w)) per element, each reduced with at::sum_to
-template <bool SIGNED>
+// the loop over [b, e), its arguments plain locals (through a closure they may alias the stores: a scalar loop)
+template <bool SIGNED, bool NEED_C, bool NEED_W>
+void qil_bwd_run(const float* x, const float* g, float* gx, float* pc, float* pw, float cm, float w, float qf,
+                 int64_t b, int64_t e) {
+  for (int64_t i = b; i < e; ++i) {
+    const float sg = sign_of(x[i]);
+    const float m = SIGNED ? std::fabs(x[i]) : x[i];
+    const float ev = m - cm;
+    const float f = ev / w;
+    float gq = g[i] * w;
+    if constexpr (SIGNED) gq = gq * sg;
+    const float gt = (gq / qf) * qf;
+    const float gf = pick((f > 0.f) & (f < 1.f), gt, 0.f);
+    const float ge = gf / w;
+    gx[i] = SIGNED ? ge * sg + 0.f : ge;
+    if constexpr (NEED_C) pc[i] = -ge;  // template arguments, not run-time tests: the loop vectorizes
+    if constexpr (NEED_W) pw[i] = (-gf) * (f / w);
+  }
+}
+
+template <bool SIGNED, bool NEED_C, bool NEED_W>
 void qil_bwd_impl(const float* x, const float* g, float* gx, float* pc, float* pw, float cm, float w, float qf,
                   int64_t n) {
-  at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const float sg = sign_of(x[i]);
-      const float m = SIGNED ? std::fabs(x[i]) : x[i];
-      const float ev = m - cm;
-      const float f = ev / w;
-      float gq = g[i] * w;
-      if constexpr (SIGNED) gq = gq * sg;
-      const float gt = (gq / qf) * qf;
-      const float gf = pick((f > 0.f) & (f < 1.f), gt, 0.f);
-      const float ge = gf / w;
-      gx[i] = SIGNED ? ge * sg + 0.f : ge;
-      if (pc) pc[i] = -ge;
-      if (pw) pw[i] = (-gf) * (f / w);
-    }
+  at::parallel_for(0, n, 16384, [=](int64_t b, int64_t e) {
+    qil_bwd_run<SIGNED, NEED_C, NEED_W>(x, g, gx, pc, pw, cm, w, qf, b, e);
   });
 }
 
@@ -910,8 +995,17 @@ std::vector<torch::Tensor> qil_bwd(torch::Tensor x, torch::Tensor grad, double c
   auto args = std::make_tuple(x.data_ptr<float>(), grad.data_ptr<float>(), gx.data_ptr<float>(),
                               need_cm ? pc.data_ptr<float>() : nullptr, need_w ? pw.data_ptr<float>() : nullptr,
                               static_cast<float>(cm), static_cast<float>(w), static_cast<float>(qmax), x.numel());
-  if (is_signed) std::apply(qil_bwd_impl<true>, args);
-  else std::apply(qil_bwd_impl<false>, args);
+  const int v = (is_signed ? 4 : 0) + (need_cm ? 2 : 0) + (need_w ? 1 : 0);
+  switch (v) {
+    case 0: std::apply(qil_bwd_impl<false, false, false>, args); break;
+    case 1: std::apply(qil_bwd_impl<false, false, true>, args); break;
+    case 2: std::apply(qil_bwd_impl<false, true, false>, args); break;
+    case 3: std::apply(qil_bwd_impl<false, true, true>, args); break;
+    case 4: std::apply(qil_bwd_impl<true, false, false>, args); break;
+    case 5: std::apply(qil_bwd_impl<true, false, true>, args); break;
+    case 6: std::apply(qil_bwd_impl<true, true, false>, args); break;
+    default: std::apply(qil_bwd_impl<true, true, true>, args); break;
+  }
   return {gx, need_cm ? at::sum_to(pc, cm_shape) : torch::Tensor(), need_w ? at::sum_to(pw, w_shape) : torch::Tensor()};
 }
 
