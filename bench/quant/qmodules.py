@@ -166,8 +166,8 @@ class _DivChannels(torch.autograd.Function):
     element (negation is exact and rounding is symmetric: the sum of the negated products is the negated sum, in the
     same reduction order; but for the sign of an exactly zero sum, -0 here where autograd's is +0: a training-mode BN
     behind it normalises the scale away, so f's gradient is tiny and now and then exactly zero; the records since this
-    node came in were made with it). With ``inplace`` (a fresh conv output that nothing else holds) ``y`` is divided in place: the
-    same quotients, one activation-sized buffer less written and allocated."""
+    node came in were made with it). With ``inplace`` (a fresh conv output that nothing else holds) ``y`` is divided
+    in place: the same quotients, one activation-sized buffer less written and allocated."""
 
     @staticmethod
     def forward(ctx: Any, y: Tensor, f: Tensor, inplace: bool = False) -> Tensor:  # type: ignore[override]
