@@ -122,13 +122,24 @@ class _DivBN(torch.autograd.Function):
 
 def applies(y: Tensor, f: Tensor, bn: nn.Module) -> bool:
     """Whether :func:`div_bn` serves ``bn(y / f)``: fused kernels on, a plain :class:`torch.nn.BatchNorm2d` in
-    training mode with affine parameters, tracked running statistics and no hooks, and a contiguous 4-D float32 CPU
-    ``y`` of more than one pixel per plane (ATen's BN takes another kernel for 1 x 1 maps) that needs a gradient."""
+    training mode with affine parameters, tracked running statistics and no hooks (its own or global), and a
+    non-empty contiguous 4-D float32 CPU ``y`` of more than one pixel per plane (ATen's BN takes another kernel for
+    1 x 1 maps) that needs a gradient."""
     return (type(bn) is nn.BatchNorm2d and bn.training and bn.track_running_stats and bn.affine
-            and bn.running_mean is not None and bn.running_var is not None and not bn._forward_hooks
-            and not bn._forward_pre_hooks and torch.is_grad_enabled() and y.requires_grad and y.dim() == 4
+            and bn.running_mean is not None and bn.running_var is not None and not _hooked(bn)
+            and torch.is_grad_enabled() and y.requires_grad and y.dim() == 4 and y.numel() > 0
             and y.is_contiguous() and y.size(2) * y.size(3) > 1 and fused_lsq.usable(y)
             and f.dtype == torch.float32 and f.is_contiguous() and bn.weight.dtype == torch.float32)
+
+
+def _hooked(bn: nn.Module) -> bool:
+    """Whether a hook would see the BN module run: its own forward / backward hooks or global module hooks (the node
+    does not call the module, so they would not fire)."""
+    from torch.nn.modules import module as m
+
+    return bool(bn._forward_hooks or bn._forward_pre_hooks or bn._backward_hooks or bn._backward_pre_hooks
+                or m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks
+                or m._global_backward_pre_hooks)
 
 
 def div_bn(y: Tensor, f: Tensor, bn: nn.BatchNorm2d) -> Tensor:

@@ -302,7 +302,7 @@ std::vector<torch::Tensor> div_channels_grad(torch::Tensor grad, torch::Tensor z
 // strategy 4's division by f followed by a training-mode BN, backward in one node: ATen's BN backward (its contiguous
 // kernel: per channel, per sample plane a vector reduction of dy and of (x - mean) * dy in W float lanes, the planes
 // added in double; dx = (dy - grad_mean - (x - mean) k) invstd w) then the division's (dx / f, (z / f) dx), without
-// writing dx. Replays the order of the torch build on this machine, as bench/quant/fused_fold.py found it: W = 8 lanes
+// writing dx. Replays the order of the torch build on this machine, as bench/quant/fused_divbn.py checks it: W = 8 lanes
 // (ATen serves this kernel at AVX2 width on AVX-512 machines), lanes added without contraction but the tail with a
 // fused multiply-add, horizontal sums as a halving tree, dx's subtraction a fused multiply-add. Checked against ATen
 // where it is used; planes of one pixel (ATen's channels-last kernel) are not served.
@@ -390,7 +390,8 @@ std::vector<torch::Tensor> grad(const torch::Tensor& dy, const torch::Tensor& z,
 std::vector<torch::Tensor> div_bn_grad(torch::Tensor dy, torch::Tensor z, torch::Tensor f, torch::Tensor w,
                                        torch::Tensor mean, torch::Tensor invstd, int64_t width) {
   for (const auto* t : {&dy, &z, &f, &w, &mean, &invstd}) check(*t, "div bn grad");
-  TORCH_CHECK(z.dim() == 4 && dy.sizes() == z.sizes() && z.size(2) * z.size(3) > 1, "div bn grad: shapes");
+  TORCH_CHECK(z.dim() == 4 && dy.sizes() == z.sizes() && z.size(2) * z.size(3) > 1 && z.numel() > 0,
+              "div bn grad: shapes");
   const int64_t C = z.size(1);
   TORCH_CHECK(f.numel() == C && w.numel() == C && mean.numel() == C && invstd.numel() == C, "div bn grad: channels");
   TORCH_CHECK(width == 8 || width == 16, "div bn grad: width 8 or 16");
@@ -793,9 +794,10 @@ void apot_idx_perm(const float* au, int32_t* idx, int64_t len, const float* mids
 }
 #endif
 
+// sorted and free of NaN (a NaN mid counts differently in a search than in the count)
 bool sorted_mids(const float* mids, int64_t m) {
-  for (int64_t j = 1; j < m; ++j)
-    if (!(mids[j - 1] <= mids[j])) return false;
+  for (int64_t j = 0; j < m; ++j)
+    if (!(mids[j] == mids[j]) || (j > 0 && !(mids[j - 1] <= mids[j]))) return false;
   return true;
 }
 
@@ -1210,6 +1212,7 @@ struct LSQFn : public torch::autograd::Function<LSQFn> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    TORCH_CHECK(!at::GradMode::is_enabled(), "LSQ: a first-order node (no double backward); fused=false for that");
     const auto saved = ctx->get_saved_variables();
     const auto& x = saved[0];
     const auto& s = saved[1];
@@ -1243,6 +1246,7 @@ struct FoldFn : public torch::autograd::Function<FoldFn> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    TORCH_CHECK(!at::GradMode::is_enabled(), "fold factor: a first-order node (no double backward); fused=false for that");
     const auto saved = ctx->get_saved_variables();
     const double fl = ctx->saved_data["floor"].toDouble();
     return {fold_factor_grad(grads[0].contiguous(), saved[0], saved[1], fl), torch::Tensor(), torch::Tensor(),
@@ -1273,6 +1277,7 @@ struct DivBNFn : public torch::autograd::Function<DivBNFn> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    TORCH_CHECK(!at::GradMode::is_enabled(), "division and BN: a first-order node (no double backward); fused=false for that");
     const auto saved = ctx->get_saved_variables();
     const auto &z = saved[0], &f = saved[1], &w = saved[2], &mean = saved[3], &invstd = saved[4];
     const double eps = ctx->saved_data["eps"].toDouble();

@@ -87,3 +87,26 @@ def test_what_the_fused_kernels_do_not_take(fresh):
     assert fused_apot.usable(torch.randn(4, 6), one, levels)
     fused_lsq.set_enabled(False)
     assert not fused_apot.usable(torch.randn(4, 6), one, levels)
+
+
+def test_the_level_search_on_any_mid_count(fresh):
+    """The kernel's level search (a register binary search for up to 31 sorted mids on AVX-512, counting otherwise)
+    against torch.bucketize on made-up level sets: 2 to 40 levels, a duplicate mid, |u| exactly at mids and one float
+    either side, NaN; a NaN mid sends the kernel to its counting path (same result as the count)."""
+    ext = fused_lsq.extension()
+    gen = torch.Generator().manual_seed(12)
+    for n_levels in [2, 3, 8, 15, 16, 17, 24, 31, 32, 33, 40]:
+        levels = torch.rand(n_levels, generator=gen).sort().values
+        mids = ((levels[1:] + levels[:-1]) / 2).contiguous()
+        if mids.numel() > 2:
+            mids[mids.numel() // 2] = mids[mids.numel() // 2 - 1]  # a duplicate mid (still sorted)
+        u = torch.cat([mids, mids.nextafter(torch.tensor(2.0)), mids.nextafter(torch.tensor(-2.0)),
+                       torch.rand(997, generator=gen) * 2 - 1, torch.tensor([float("nan"), 1.0, -1.0, 0.0, -0.0])])
+        got = ext.apot_fwd(u.contiguous(), 1.0, -1.0, mids, levels.contiguous())
+        uc = u.clamp(-1.0, 1.0)
+        p = levels[torch.bucketize(uc.abs(), mids)] * torch.sign(uc)
+        want = uc + (p - uc)
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    bad = torch.tensor([float("nan")])  # one NaN mid: counted, as torch.bucketize would not (no sorted order)
+    out = ext.apot_fwd(torch.tensor([0.5, 0.2] * 16), 1.0, -1.0, bad, torch.tensor([0.0, 1.0]))
+    assert torch.equal(out, torch.tensor([1.0, 1.0] * 16))  # !(NaN >= |u|): every mid counted

@@ -24,6 +24,10 @@ SHAPES = [(4, 3, 5, 7), (2, 5, 4, 4), (3, 8, 2, 2), (2, 4, 3, 3), (16, 16, 16, 1
           (5, 3, 1, 33), (1, 4, 6, 6)]
 
 
+# ATen's BN kernel at a vector width the kernel replays (x86-64 with AVX2; AVX-512 machines run it at AVX2's width)
+REPLAYED = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
 @pytest.fixture
 def reset():
     fused_lsq.set_enabled(False)
@@ -93,17 +97,22 @@ def test_every_route_gives_the_eager_bits(reset, shape):
         want, got = _run(shape, f, x, up, False), _run(shape, f, x, up, True)
         assert all(fused_lsq.same_bits(a, b) for a, b in zip(want, got, strict=True))
     assert list(fused_divbn._width) == [shape]
+    if REPLAYED:  # where the kernel replays ATen's BN, the check accepted it (these tests then compared the kernel)
+        assert fused_divbn._width[shape] in fused_divbn.WIDTHS
 
 
 def test_the_kernel_serves_the_minis_shapes_on_this_machine(reset):
     """Where torch's BN kernel runs at AVX2's or AVX-512's width (x86-64 with AVX2), the check accepts the kernel on
     the minis' layer shapes; elsewhere ATen serves (and the other tests still hold)."""
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+    if not REPLAYED:
         pytest.skip(f"ATen's CPU capability {torch.backends.cpu.get_cpu_capability()}: not one the kernel replays")
     g = torch.Generator().manual_seed(5)
-    for shape in [(32, 16, 16, 16), (32, 64, 4, 4), (32, 96, 2, 2)]:
+    # the minis' planes (256, 16, 4 pixels) and planes with a tail past whole vectors (35, 33, 9, 153 pixels)
+    for shape in [(32, 16, 16, 16), (32, 64, 4, 4), (32, 96, 2, 2), (8, 6, 5, 7), (4, 3, 3, 11), (5, 4, 3, 3),
+                  (3, 2, 9, 17)]:
         _run(shape, _factor(shape[1], g), torch.randn(shape, generator=g), torch.randn(shape, generator=g), True)
-    assert all(w in fused_divbn.WIDTHS for w in fused_divbn._width.values()), fused_divbn._width
+    assert len(fused_divbn._width) == 7 and all(w in fused_divbn.WIDTHS for w in fused_divbn._width.values()), \
+        fused_divbn._width
 
 
 def test_momentum_none_and_several_steps(reset):
@@ -170,8 +179,34 @@ def test_a_gradient_that_is_not_contiguous_goes_to_aten(reset, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
 
 
-@pytest.mark.parametrize("case", ["fused off", "eval", "no affine", "untracked", "hook", "one pixel", "no grad",
-                                  "double", "subclass"])
+def test_the_cpp_node_sends_a_non_contiguous_gradient_to_aten(reset):
+    """After a shape's first call the C++ node serves it: a channels-last gradient there gives the eager bits too."""
+    shape = (8, 4, 8, 8)
+    g = torch.Generator().manual_seed(10)
+    f, x = _factor(4, g), torch.randn(shape, generator=g)
+    _run(shape, f, x, torch.randn(shape, generator=g), True)  # the shape's first call: checked
+    assert shape in fused_divbn._width
+    up = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+    want, got = _run(shape, f, x, up, False), _run(shape, f, x, up, True)
+    assert all(fused_lsq.same_bits(a, b) for a, b in zip(want, got, strict=True))
+
+
+def test_double_backward_is_refused(reset):
+    """The C++ node is first-order (as the Python one, once_differentiable): asking for a graph of the gradient is an
+    error, not a silently missing term."""
+    shape = (4, 3, 6, 6)
+    g = torch.Generator().manual_seed(11)
+    f, x = _factor(3, g), torch.randn(shape, generator=g)
+    _run(shape, f, x, torch.randn(shape, generator=g), True)  # checked; later calls run the C++ node
+    bn = nn.BatchNorm2d(3)
+    y = x.clone().requires_grad_(True)
+    out = fused_divbn.div_bn(y * 1.0, f, bn)
+    with pytest.raises(RuntimeError, match="first-order"):
+        torch.autograd.grad(out.pow(2).sum(), y, create_graph=True)
+
+
+@pytest.mark.parametrize("case", ["fused off", "eval", "no affine", "untracked", "hook", "backward hook",
+                                  "global hook", "empty", "one pixel", "no grad", "double", "subclass"])
 def test_what_the_route_applies_to(reset, case):
     fused_lsq.set_enabled(case != "fused off")
     bn, y, f = nn.BatchNorm2d(4), torch.randn(2, 4, 3, 3, requires_grad=True), torch.rand(4) + 0.5
@@ -183,6 +218,10 @@ def test_what_the_route_applies_to(reset, case):
         bn = nn.BatchNorm2d(4, track_running_stats=False)
     elif case == "hook":
         bn.register_forward_hook(lambda *a: None)
+    elif case == "backward hook":
+        bn.register_full_backward_hook(lambda *a: None)
+    elif case == "empty":
+        y = torch.randn(0, 4, 3, 3, requires_grad=True)
     elif case == "one pixel":
         y = torch.randn(2, 4, 1, 1, requires_grad=True)
     elif case == "no grad":
@@ -191,7 +230,14 @@ def test_what_the_route_applies_to(reset, case):
         y = y.double()
     elif case == "subclass":
         bn = type("MyBN", (nn.BatchNorm2d,), {})(4)
-    assert not fused_divbn.applies(y, f, bn)
+    if case == "global hook":
+        handle = nn.modules.module.register_module_forward_hook(lambda *a: None)
+        try:
+            assert not fused_divbn.applies(y, f, bn)
+        finally:
+            handle.remove()
+    else:
+        assert not fused_divbn.applies(y, f, bn)
     fused_lsq.set_enabled(True)
     assert fused_divbn.applies(torch.randn(2, 4, 3, 3, requires_grad=True), f, nn.BatchNorm2d(4))
 
