@@ -108,6 +108,7 @@ class _Select(torch.autograd.Function):
         return select(a, b, key, p)
 
     @staticmethod
+    @once_differentiable  # a first-order step, as the other fused nodes: a double backward raises
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         key, p = ctx.meta
         if _fast(grad):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from bench.quant import fused_lsq
 
@@ -48,6 +49,7 @@ class _APoT(torch.autograd.Function):
         return fused_lsq.extension().apot_fwd(x, alpha.item(), lo, m, levels)
 
     @staticmethod
+    @once_differentiable  # a first-order step, as the other fused nodes: a double backward raises
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x, alpha, levels, m = ctx.saved_tensors
         need_a = ctx.needs_input_grad[1]

@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from bench.quant import fused_lsq
 from bench.quant.fixedpoint import round_float
@@ -77,6 +78,7 @@ class _DSQ(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # a first-order step, as the other fused nodes: a double backward raises
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x, t, r, s, z = ctx.saved_tensors
         qmin, qmax, alpha, rounding, ch = ctx.args

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from bench.quant import fused_lsq
 from bench.quant.fake import fake_quantize
@@ -82,6 +83,7 @@ class _PACT(torch.autograd.Function):
         return fused_lsq.extension().pact_fwd(x, lo.item(), hi.item(), s.item(), z, _inv(s, mode), qmin, qmax, mode, 0)
 
     @staticmethod
+    @once_differentiable  # a first-order step, as the other fused nodes: a double backward raises
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x, lo, hi = ctx.saved_tensors
         need_lo, need_hi = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
@@ -148,6 +150,7 @@ class _ClipQ(torch.autograd.Function):
         return fused_lsq.extension().pact_fwd(x, lo, hi, s.item(), z, _inv(s, mode), qmin, qmax, mode, kind)
 
     @staticmethod
+    @once_differentiable  # a first-order step, as the other fused nodes: a double backward raises
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         (x,) = ctx.saved_tensors
         lo, hi, s, z, qmin, qmax, rounding = ctx.args

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from bench.quant import fused_lsq
 from bench.quant.fake import round_ste
@@ -43,6 +44,7 @@ class _QIL(torch.autograd.Function):
         return fused_lsq.extension().qil_fwd(x, cm.item(), w.item(), qmax, signed)
 
     @staticmethod
+    @once_differentiable  # a first-order step, as the other fused nodes: a double backward raises
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x, cm, w = ctx.saved_tensors
         qmax, signed = ctx.args

@@ -110,3 +110,15 @@ def test_the_level_search_on_any_mid_count(fresh):
     bad = torch.tensor([float("nan")])  # one NaN mid: counted, as torch.bucketize would not (no sorted order)
     out = ext.apot_fwd(torch.tensor([0.5, 0.2] * 16), 1.0, -1.0, bad, torch.tensor([0.0, 1.0]))
     assert torch.equal(out, torch.tensor([1.0, 1.0] * 16))  # !(NaN >= |u|): every mid counted
+
+
+def test_a_double_backward_through_the_fused_node_raises(fresh):
+    """The fused node is first-order (once_differentiable): differentiating its gradient again is an error, not a
+    gradient missing its second-order terms."""
+    levels = apot_levels(4)
+    fused_lsq.set_enabled(True)
+    x, alpha = torch.randn(64, requires_grad=True), torch.tensor([0.9], requires_grad=True)
+    assert fused_apot.usable(x, alpha, levels)
+    (gx,) = torch.autograd.grad(fused_apot.fused(x, alpha, levels, -1.0).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        gx.sum().backward()
