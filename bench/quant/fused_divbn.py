@@ -30,11 +30,14 @@ WIDTHS = (8, 16)  # float lanes of ATen's BN kernel: AVX2's 8 (also what AVX-512
 _width: dict[tuple[int, ...], int | None] = {}  # shape -> the width at which the kernel gave ATen's bits, or None
 
 
-def _aten(dy: Tensor, z: Tensor, f: Tensor, w: Tensor, mean: Tensor, invstd: Tensor,
-          eps: float) -> list[Tensor]:
-    """The eager gradients: autograd's BN backward (training mode), then the division's two products."""
+def _aten(dy: Tensor, z: Tensor, f: Tensor, w: Tensor, mean: Tensor, invstd: Tensor, eps: float,
+          dz_extra: Tensor | None = None) -> list[Tensor]:
+    """The eager gradients: autograd's BN backward (training mode), then the division's two products (with
+    ``dz_extra``, a gradient of the quotient itself, added to BN's input gradient first)."""
     dz, gw, gb = torch.ops.aten.native_batch_norm_backward(dy, z, w, None, None, mean, invstd, True, eps,
                                                            [True, True, True])
+    if dz_extra is not None:
+        dz = dz + dz_extra
     f4 = f.reshape(1, -1, 1, 1)
     return [dz / f4, (z / f4).mul_(dz), gw, gb]
 
@@ -109,11 +112,7 @@ class _DivBN(torch.autograd.Function):
         if dz_extra is None:
             gy, prod, gw, gb = grads(dy, z, f, w, mean, invstd, ctx.eps)
         else:  # someone used the quotient itself: its gradient joins BN's (eager formulas)
-            dz, gw, gb = torch.ops.aten.native_batch_norm_backward(dy, z, w, None, None, mean, invstd, True, ctx.eps,
-                                                                   [True, True, True])
-            dz = dz + dz_extra
-            f4 = f.reshape(1, -1, 1, 1)
-            gy, prod = dz / f4, (z / f4).mul_(dz)
+            gy, prod, gw, gb = _aten(dy, z, f, w, mean, invstd, ctx.eps, dz_extra)
         # keepdim as autograd's sum_to reduces a broadcast operand (without it, another reduction order)
         gf = prod.sum(dim=(0, 2, 3), keepdim=True).neg_().reshape(f.shape) if ctx.needs_input_grad[1] else None
         return (gy if ctx.needs_input_grad[0] else None, gf, gw if ctx.needs_input_grad[2] else None,

@@ -767,8 +767,9 @@ constexpr int64_t kLinearMids = 48;  // up to this many mids, counting beats a s
 
 #if defined(__AVX512F__)
 // the same counts for up to 31 sorted mids held in one or two vector registers: a branch-free binary search per
-// 16 elements, each probe an in-register permute (no memory gather); NaN |u| counts all m mids, as above
-void apot_idx_perm(const float* au, int32_t* idx, int64_t len, const float* mids, int64_t m) {
+// 16 elements, each probe an in-register permute (no memory gather); NaN |u| counts all m mids, as above. Returns
+// how many elements it did (whole vectors); the caller counts the rest
+int64_t apot_idx_perm(const float* au, int32_t* idx, int64_t len, const float* mids, int64_t m) {
   alignas(64) float t[32];
   for (int j = 0; j < 32; ++j) t[j] = j < m ? mids[j] : std::numeric_limits<float>::infinity();
   const __m512 lo = _mm512_load_ps(t), hi = _mm512_load_ps(t + 16);
@@ -786,11 +787,7 @@ void apot_idx_perm(const float* au, int32_t* idx, int64_t len, const float* mids
     id = _mm512_mask_mov_epi32(id, _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), all);
     _mm512_storeu_si512(idx + k, id);
   }
-  for (; k < len; ++k) {
-    int32_t c = 0;
-    for (int64_t j = 0; j < m; ++j) c += static_cast<int32_t>(!(mids[j] >= au[k]));
-    idx[k] = c;
-  }
+  return k;
 }
 #endif
 
@@ -804,8 +801,8 @@ bool sorted_mids(const float* mids, int64_t m) {
 void apot_idx(const float* au, int32_t* idx, int64_t len, const float* mids, int64_t m) {
 #if defined(__AVX512F__)
   if (m <= 31 && sorted_mids(mids, m)) {
-    apot_idx_perm(au, idx, len, mids, m);
-    return;
+    const int64_t done = apot_idx_perm(au, idx, len, mids, m);
+    au += done, idx += done, len -= done;  // the tail (under 16 elements) as below
   }
 #endif
   if (m <= kLinearMids) {

@@ -328,9 +328,13 @@ class QuantConvBn2d(_InputLinked):
         conv, fq = self.conv, self.weight_fq
         if self.strategy == -1:
             return fused_conv.conv2d(conv, x, fq(conv.weight), conv.bias)
-        y, factor = self._scaled_conv(x)
-        y = _DivChannels.apply(y, factor.reshape(1, -1, 1, 1), True)  # the conv's output: nothing else holds it
-        return y if conv.bias is None else y + conv.bias.reshape(1, -1, 1, 1)
+        return self._undo_fold(*self._scaled_conv(x))
+
+    def _undo_fold(self, y: Tensor, factor: Tensor) -> Tensor:
+        """``y / f`` per channel (``y`` a fresh conv output that nothing else holds: divided in place), plus the
+        conv's bias."""
+        y = _DivChannels.apply(y, factor.reshape(1, -1, 1, 1), True)
+        return y if self.conv.bias is None else y + self.conv.bias.reshape(1, -1, 1, 1)
 
     def _scaled_conv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Strategy 4's conv with the quantized running-folded weight (no bias), and the per-channel factor ``f``
@@ -374,12 +378,10 @@ class QuantConvBn2d(_InputLinked):
             return y + b_batch.reshape(1, -1, 1, 1)
         # strategy 4: quantize the running-folded weight, undo the scaling per channel (sign-preserving floor on
         # |gamma / sigma|, sign(0) counting as +), then a real BN
-        if self.conv.bias is None:
-            y, factor = self._scaled_conv(x)
-            if fused_divbn.applies(y, factor, bn):  # fused=true: division and BN as one node, the same numbers
-                return fused_divbn.div_bn(y, factor, bn)
-            return bn(_DivChannels.apply(y, factor.reshape(1, -1, 1, 1), True))
-        return bn(self.pre_bn(x))
+        y, factor = self._scaled_conv(x)
+        if self.conv.bias is None and fused_divbn.applies(y, factor, bn):  # fused=true: one node, the same numbers
+            return fused_divbn.div_bn(y, factor, bn)
+        return bn(self._undo_fold(y, factor))
 
     def _bn_affine(self) -> tuple[Tensor, Tensor]:
         # strategy -1: bn(conv(x) + b) = a conv(x) + c per channel, with running statistics
